@@ -1,0 +1,148 @@
+"""Read logs and catalogues from Parquet or CSV, validating chunk by chunk.
+
+`iter_log_chunks` streams validated canonical chunks, so a file larger than
+memory is validated without being loaded whole; `load_log` keeps them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pushrl.envs.catalogue import Catalogue
+from pushrl.envs.errors import LoggedDataError
+from pushrl.envs.logged_data import LoggedData
+from pushrl.envs.schema import LogSchema
+from pushrl.envs.validation import ResolvedColumns, resolve_features, validate_chunk
+
+DEFAULT_CHUNKSIZE = 1_000_000
+FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+
+
+def file_format(path: str | os.PathLike[str]) -> str:
+    """'csv' or 'parquet' from the extension; refuses anything else and missing files."""
+    p = Path(path)
+    if not p.exists():
+        raise LoggedDataError("file does not exist", expected="a path to a .csv or .parquet file", source=str(p))
+    if p.is_dir():
+        raise LoggedDataError("is a folder, not a file", expected="a .csv or .parquet file", source=str(p))
+    suffix = "".join(p.suffixes[-2:]) if p.name.endswith(".csv.gz") else p.suffix.lower()
+    fmt = FORMATS.get(suffix) or ("csv" if suffix == ".csv.gz" else None)
+    if fmt is None:
+        raise LoggedDataError(f"unsupported file extension {p.suffix!r}", expected=f"one of {sorted(FORMATS)}", source=str(p))
+    if p.stat().st_size == 0:
+        raise LoggedDataError("the file is empty (0 bytes)", expected="a header and at least one row", source=str(p))
+    return fmt
+
+
+def read_table_chunks(path: str | os.PathLike[str], chunksize: int = DEFAULT_CHUNKSIZE, **csv_kwargs) -> Iterator[pd.DataFrame]:
+    """Raw chunks of a CSV or Parquet file; a file that is not its format is refused."""
+    fmt = file_format(path)
+    src = str(path)
+    if fmt == "parquet":
+        try:
+            pf = pq.ParquetFile(src)
+        except (pa.ArrowException, OSError) as exc:
+            raise LoggedDataError(f"not a readable Parquet file ({exc})", expected="a Parquet file, as its extension says", source=src) from exc
+        if pf.metadata.num_rows == 0:
+            raise LoggedDataError("the log has no rows", expected="at least one push decision", source=src)
+        for batch in pf.iter_batches(batch_size=chunksize):
+            yield batch.to_pandas()
+        return
+    try:
+        reader = pd.read_csv(src, chunksize=chunksize, **csv_kwargs)
+        first = True
+        for chunk in reader:
+            if first and len(chunk) == 0:
+                raise LoggedDataError("the log has no rows (header only)", expected="at least one push decision", source=src)
+            first = False
+            yield chunk
+        if first:
+            raise LoggedDataError("the log has no rows (header only)", expected="at least one push decision", source=src)
+    except pd.errors.EmptyDataError as exc:
+        raise LoggedDataError("the file has no columns", expected="a CSV header and rows", source=src) from exc
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        if isinstance(exc, LoggedDataError):
+            raise
+        raise LoggedDataError(f"not a readable CSV file ({type(exc).__name__}: {str(exc)[:120]})",
+                              expected="a UTF-8 CSV file, as its extension says", source=src) from exc
+
+
+def load_catalogue(path: str | os.PathLike[str], id_column: str = "action", **csv_kwargs) -> Catalogue:
+    """Read a promotion catalogue (id column + feature columns)."""
+    frame = pd.concat(list(read_table_chunks(path, **csv_kwargs)), ignore_index=True)
+    return Catalogue.from_frame(frame, id_column=id_column, source=str(path))
+
+
+def _collect_ids(path: str | os.PathLike[str], schema: LogSchema, chunksize: int) -> Catalogue:
+    """One streaming pass over the action column: a feature-less catalogue of the ids seen."""
+    seen: set = set()
+    for chunk in read_table_chunks(path, chunksize):
+        if schema.action not in chunk.columns:
+            raise LoggedDataError("missing required column", column=schema.action, expected="a promotion id column", source=str(path))
+        seen.update(chunk[schema.action].dropna().unique().tolist())
+    try:
+        ids = sorted(seen)
+    except TypeError:
+        ids = sorted(seen, key=str)
+    return Catalogue.from_ids(ids)
+
+
+def iter_log_chunks(
+    path: str | os.PathLike[str],
+    schema: LogSchema | None = None,
+    catalogue: Catalogue | None = None,
+    chunksize: int = DEFAULT_CHUNKSIZE,
+) -> Iterator[tuple[pd.DataFrame, ResolvedColumns, Catalogue]]:
+    """Validated canonical chunks (row index = row number in the file), bounded memory."""
+    schema = schema or LogSchema()
+    if catalogue is None:
+        catalogue = _collect_ids(path, schema, chunksize)
+    resolved: ResolvedColumns | None = None
+    offset = 0
+    for raw in read_table_chunks(path, chunksize):
+        if resolved is None:
+            resolved = resolve_features(raw, schema, str(path))
+        yield validate_chunk(raw.reset_index(drop=True), schema, resolved, catalogue, str(path), offset), resolved, catalogue
+        offset += len(raw)
+
+
+def load_log(
+    path: str | os.PathLike[str],
+    schema: LogSchema | None = None,
+    catalogue: Catalogue | str | os.PathLike[str] | None = None,
+    n_positions: int | None = None,
+    chunksize: int = DEFAULT_CHUNKSIZE,
+    name: str | None = None,
+) -> LoggedData:
+    """Load and validate a whole log (CSV or Parquet). Raises LoggedDataError."""
+    if isinstance(catalogue, (str, os.PathLike)):
+        catalogue = load_catalogue(catalogue)
+    parts: list[pd.DataFrame] = []
+    resolved = cat = None
+    for chunk, resolved, cat in iter_log_chunks(path, schema, catalogue, chunksize):
+        parts.append(chunk)
+    assert resolved is not None and cat is not None  # read_table_chunks refuses empty files
+    frame = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
+    return LoggedData.from_canonical(frame, cat, resolved, n_positions, name or Path(path).stem, str(path))
+
+
+def save_log(data: LoggedData, path: str | os.PathLike[str]) -> Path:
+    """Write a LoggedData's rows to Parquet (atomically) in a form `load_log` reads back."""
+    from pushrl.envs.atomic import write_with
+
+    frame = data.frame.drop(columns=["action_index"])
+    if not data.columns.has_propensity and "propensity" in frame:
+        frame = frame.drop(columns=["propensity"])
+    return write_with(path, lambda tmp: frame.to_parquet(tmp, index=False, engine="pyarrow"))
+
+
+def row_numbers(chunk: pd.DataFrame) -> np.ndarray:
+    """File row numbers of a canonical chunk."""
+    return chunk.index.to_numpy()

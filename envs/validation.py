@@ -1,0 +1,224 @@
+"""Column-by-column validation of a log chunk. Never drops or repairs a row.
+
+`resolve_features` fixes the feature columns once (from the first chunk), and
+`validate_chunk` checks one chunk and returns it in canonical form:
+
+    action (original id), action_index (int64), position (int64),
+    propensity (float64, if logged), timestamp (UTC), user_id,
+    reward columns (float64), feature columns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from pushrl.envs.catalogue import Catalogue
+from pushrl.envs.errors import LoggedDataError
+from pushrl.envs.schema import BINARY_REWARDS, NONNEGATIVE_REWARDS, LogSchema
+
+CANONICAL = ("action", "action_index", "position", "propensity", "timestamp", "user_id")
+
+
+@dataclass(frozen=True)
+class ResolvedColumns:
+    """The columns a log actually has, roles fixed."""
+
+    rewards: tuple[str, ...]
+    numeric_features: tuple[str, ...]
+    categorical_features: tuple[str, ...]
+    has_propensity: bool
+    has_timestamp: bool
+    has_user_id: bool
+    has_position: bool
+
+
+def resolve_features(frame: pd.DataFrame, schema: LogSchema, source: str) -> ResolvedColumns:
+    """Check required columns exist and decide the feature columns."""
+    cols = list(frame.columns)
+    required = [schema.action, *schema.rewards]
+    for col in required:
+        if col not in cols:
+            raise LoggedDataError(
+                f"missing required column (columns present: {cols[:12]}{' ...' if len(cols) > 12 else ''})",
+                column=col,
+                expected=f"the columns {required}",
+                source=source,
+            )
+    rewards = tuple(schema.rewards) + tuple(r for r in schema.optional_rewards if r in cols)
+    taken = set(schema.role_columns)
+    declared_num = schema.numeric_features
+    declared_cat = schema.categorical_features
+    for declared in (declared_num or ()), (declared_cat or ()):
+        for col in declared:
+            if col not in cols:
+                raise LoggedDataError(
+                    "declared feature column is missing", column=col, expected="it in the file", source=source
+                )
+    if declared_num is None and declared_cat is None:
+        rest = [c for c in cols if c not in taken]
+        num = tuple(c for c in rest if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c]))
+        cat = tuple(c for c in rest if c not in num)
+    else:
+        num, cat = tuple(declared_num or ()), tuple(declared_cat or ())
+    clash = [c for c in (*num, *cat) if c in CANONICAL]
+    if clash:
+        raise LoggedDataError(
+            "a feature column uses a reserved name", column=clash[0], expected=f"none of {CANONICAL}", source=source
+        )
+    return ResolvedColumns(
+        rewards=rewards,
+        numeric_features=num,
+        categorical_features=cat,
+        has_propensity=bool(schema.propensity and schema.propensity in cols),
+        has_timestamp=bool(schema.timestamp and schema.timestamp in cols),
+        has_user_id=bool(schema.user_id and schema.user_id in cols),
+        has_position=bool(schema.position and schema.position in cols),
+    )
+
+
+def _numeric(series: pd.Series, column: str, source: str, offset: int, what: str) -> np.ndarray:
+    """A column as float64; refuses non-numbers and missing values, naming the rows."""
+    if pd.api.types.is_bool_dtype(series):
+        series = series.astype(np.float64)
+    if not pd.api.types.is_numeric_dtype(series):
+        coerced = pd.to_numeric(series, errors="coerce")
+        bad = coerced.isna().to_numpy() & series.notna().to_numpy()
+        if bad.any():
+            sample = series[bad].iloc[0]
+            raise LoggedDataError(
+                f"wrong dtype: non-numeric value {sample!r} (column dtype {series.dtype})",
+                column=column,
+                rows=offset + np.flatnonzero(bad),
+                expected=what,
+                source=source,
+            )
+        series = coerced
+    values = series.to_numpy(dtype=np.float64, na_value=np.nan)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        raise LoggedDataError(
+            "NaN, missing or infinite values",
+            column=column,
+            rows=offset + np.flatnonzero(bad),
+            expected=what,
+            source=source,
+        )
+    return values
+
+
+def _check(bad: np.ndarray, problem: str, column: str, expected: str, source: str, offset: int) -> None:
+    if bad.any():
+        raise LoggedDataError(problem, column=column, rows=offset + np.flatnonzero(bad), expected=expected, source=source)
+
+
+def validate_chunk(
+    frame: pd.DataFrame,
+    schema: LogSchema,
+    resolved: ResolvedColumns,
+    catalogue: Catalogue,
+    source: str,
+    offset: int = 0,
+) -> pd.DataFrame:
+    """Validate one chunk (rows `offset`.. of the file) and return it canonical."""
+    cols = set(frame.columns)
+    needed = {schema.action, *resolved.rewards, *resolved.numeric_features, *resolved.categorical_features}
+    for flag, name in (
+        (resolved.has_propensity, schema.propensity),
+        (resolved.has_timestamp, schema.timestamp),
+        (resolved.has_user_id, schema.user_id),
+        (resolved.has_position, schema.position),
+    ):
+        if flag:
+            needed.add(name)
+    missing = sorted(needed - cols)
+    if missing:
+        raise LoggedDataError("missing column in this chunk", column=missing[0], expected="the same columns throughout", source=source)
+
+    out: dict[str, object] = {}
+    # action
+    action = frame[schema.action]
+    _check(action.isna().to_numpy(), "missing promotion id", schema.action, "a promotion id in every row", source, offset)
+    index = catalogue.index_of(action.to_numpy())
+    unknown = index < 0
+    if unknown.any():
+        ids = sorted({str(v) for v in action.to_numpy()[unknown]})[:5]
+        raise LoggedDataError(
+            f"promotion ids not in the catalogue: {ids}",
+            column=schema.action,
+            rows=offset + np.flatnonzero(unknown),
+            expected=f"one of the {catalogue.n_actions} catalogue ids (e.g. {list(map(str, catalogue.ids[:5]))})",
+            source=source,
+        )
+    out["action"] = action.to_numpy()
+    out["action_index"] = index.astype(np.int64)
+
+    # position
+    if resolved.has_position:
+        pos = _numeric(frame[schema.position], schema.position, source, offset, "integer positions >= 0")
+        _check((pos < 0) | (pos != np.round(pos)), "position is negative or not an integer", schema.position,
+               "integer positions >= 0 (0-based slot)", source, offset)
+        out["position"] = pos.astype(np.int64)
+    else:
+        out["position"] = np.zeros(len(frame), dtype=np.int64)
+
+    # propensity
+    if resolved.has_propensity:
+        p = _numeric(frame[schema.propensity], schema.propensity, source, offset, "a probability in (0, 1]")
+        _check((p <= 0) | (p > 1), "propensity outside (0, 1]", schema.propensity,
+               "0 < propensity <= 1 (the logging policy's probability of the logged action)", source, offset)
+        out["propensity"] = p
+
+    # timestamp
+    if resolved.has_timestamp:
+        raw = frame[schema.timestamp]
+        _check(raw.isna().to_numpy(), "missing timestamp", schema.timestamp, "a timestamp in every row", source, offset)
+        if pd.api.types.is_datetime64_any_dtype(raw):
+            ts = pd.to_datetime(raw, utc=True)
+        else:
+            ts = pd.to_datetime(raw.astype(str), utc=True, errors="coerce", format="ISO8601")
+            bad = ts.isna().to_numpy()
+            if bad.any():
+                sample = raw[bad].iloc[0]
+                raise LoggedDataError(
+                    f"timestamps that do not parse (e.g. {sample!r})",
+                    column=schema.timestamp,
+                    rows=offset + np.flatnonzero(bad),
+                    expected="ISO 8601 date-times such as '2019-11-24 00:00:34+00:00'",
+                    source=source,
+                )
+        out["timestamp"] = ts.to_numpy()
+
+    if resolved.has_user_id:
+        uid = frame[schema.user_id]
+        _check(uid.isna().to_numpy(), "missing user id", schema.user_id, "a user id in every row", source, offset)
+        out["user_id"] = uid.to_numpy()
+
+    # rewards
+    for r in resolved.rewards:
+        values = _numeric(frame[r], r, source, offset, "a finite number")
+        if r in BINARY_REWARDS:
+            _check((values != 0) & (values != 1), "value other than 0 or 1", r, "0 or 1", source, offset)
+        if r in NONNEGATIVE_REWARDS:
+            _check(values < 0, "negative value", r, "a value >= 0", source, offset)
+        out[r] = values
+    # money needs a purchase: revenue/spend > 0 only where conversion is 1
+    if "conversion" in out:
+        for r in NONNEGATIVE_REWARDS:
+            if r in out:
+                _check((out[r] > 0) & (out["conversion"] == 0), f"{r} > 0 where conversion is 0", r,
+                       f"{r} = 0 unless conversion = 1", source, offset)
+
+    # features
+    for c in resolved.numeric_features:
+        out[c] = _numeric(frame[c], c, source, offset, "a finite number")
+    for c in resolved.categorical_features:
+        values = frame[c]
+        _check(values.isna().to_numpy(), "missing category", c, "a category in every row", source, offset)
+        out[c] = values.astype(str).to_numpy(dtype=object)
+
+    result = pd.DataFrame(out)
+    result.index = pd.RangeIndex(offset, offset + len(frame))
+    return result

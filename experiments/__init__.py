@@ -1,0 +1,1 @@
+"""pushrl.experiments."""

@@ -1,0 +1,46 @@
+"""Config -> LoggedData (wiring only; the loaders live in pushrl.envs)."""
+
+from __future__ import annotations
+
+from pushrl.envs.hillstrom import load_hillstrom
+from pushrl.envs.loaders import load_log
+from pushrl.envs.logged_data import LoggedData
+from pushrl.envs.obd import load_obd
+from pushrl.envs.schema import LogSchema
+from pushrl.envs.synthetic import SyntheticConfig, SyntheticTruth, generate_log
+
+DATA_KINDS = ("obd", "hillstrom", "synthetic", "file")
+
+
+def load_data(cfg) -> tuple[LoggedData, SyntheticTruth | None]:
+    """The configured log, and the ground truth when it is synthetic."""
+    kind = cfg.kind
+    if kind == "obd":
+        return load_obd(cfg.campaign), None
+    if kind == "hillstrom":
+        return load_hillstrom(cfg.path), None
+    if kind == "synthetic":
+        data, truth = generate_log(
+            SyntheticConfig(
+                n_rows=cfg.n_rows,
+                n_users=cfg.n_users,
+                n_actions=cfg.n_actions,
+                n_positions=cfg.n_positions or 1,
+                logging=cfg.logging,
+                logging_temperature=cfg.logging_temperature,
+                seed=cfg.seed,
+            )
+        )
+        return data, truth
+    if kind == "file":
+        schema = LogSchema(
+            action=cfg.action,
+            rewards=tuple(cfg.rewards),
+            optional_rewards=tuple(cfg.optional_rewards),
+            propensity=cfg.propensity,
+            timestamp=cfg.timestamp,
+            user_id=cfg.user_id,
+            position=cfg.position,
+        )
+        return load_log(cfg.path, schema=schema, catalogue=cfg.catalogue, n_positions=cfg.n_positions, name=cfg.name), None
+    raise ValueError(f"data.kind must be one of {DATA_KINDS}, got {kind!r}")

@@ -1,0 +1,46 @@
+"""The `pushrl` command end to end on tiny configs (seconds)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+
+def _pushrl(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pushrl.experiments.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def test_run_on_synthetic_writes_run_folder(tmp_path):
+    out = _pushrl("run", "data=synthetic", "data.n_rows=2000", f"hydra.run.dir={tmp_path}/run")
+    assert out.returncode == 0, out.stderr[-2000:]
+    run = tmp_path / "run"
+    for name in ("report.md", "metrics.json", "metrics.csv", ".hydra/config.yaml", "data/description.json"):
+        assert (run / name).exists(), name
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["data/rows"] == 2000
+    assert str(run) in out.stdout
+
+
+def test_same_config_same_metrics(tmp_path):
+    for name in ("a", "b"):
+        out = _pushrl("describe", "data=synthetic", "data.n_rows=1000", "seed=3", f"hydra.run.dir={tmp_path}/{name}")
+        assert out.returncode == 0, out.stderr[-2000:]
+    assert (tmp_path / "a/metrics.json").read_text() == (tmp_path / "b/metrics.json").read_text()
+
+
+def test_mistyped_override_fails_fast_naming_the_key(tmp_path):
+    out = _pushrl("run", "data.campain=men", f"hydra.run.dir={tmp_path}/x")
+    assert out.returncode != 0
+    assert "campain" in out.stderr and "DataConfig" in out.stderr
+    assert not (tmp_path / "x" / "report.md").exists()
+
+
+def test_wrong_type_fails_fast(tmp_path):
+    out = _pushrl("run", "seed=abc", f"hydra.run.dir={tmp_path}/x")
+    assert out.returncode != 0 and "seed" in out.stderr
+
+
+def test_unknown_command():
+    out = _pushrl("frobnicate")
+    assert out.returncode == 2 and "unknown command" in out.stderr

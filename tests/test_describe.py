@@ -1,0 +1,76 @@
+"""`describe`: counts against pandas, ESS against its formula, regimes, streaming == in-memory."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pushrl.envs.describe import describe_data, describe_file
+from pushrl.envs.loaders import load_catalogue, load_log
+from pushrl.envs.logged_data import LoggedData
+from pushrl.envs.synthetic import SCHEMA, SyntheticConfig, generate_log
+
+
+def test_counts_and_rates_match_pandas(log_files, raw_log):
+    desc = describe_file(log_files["csv"], SCHEMA, load_catalogue(log_files["catalogue"]))
+    assert desc.rows == len(raw_log)
+    assert desc.users == raw_log["user_id"].nunique()
+    assert desc.positions == raw_log["position"].value_counts().sort_index().to_dict()
+    rates = raw_log.groupby("action")["click"].mean()
+    np.testing.assert_allclose(desc.per_action.loc[rates.index, "click_rate"], rates.to_numpy())
+    assert desc.rewards["click"] == pytest.approx(raw_log["click"].mean())
+    assert desc.propensity["min"] == raw_log["propensity"].min()
+
+
+def test_streaming_equals_in_memory(log_files):
+    cat = load_catalogue(log_files["catalogue"])
+    small = describe_file(log_files["parquet"], SCHEMA, cat, chunksize=23)
+    whole = describe_data(load_log(log_files["parquet"], SCHEMA, catalogue=cat))
+    assert small.rows == whole.rows and small.users == whole.users
+    assert small.ess == pytest.approx(whole.ess, rel=1e-12)
+    pd.testing.assert_frame_equal(small.per_action, whole.per_action)
+
+
+def test_ess_formula_and_regimes():
+    data, _ = generate_log(SyntheticConfig(n_rows=5000, logging="softmax", logging_temperature=0.3, seed=4))
+    desc = describe_data(data)
+    w = (1 / data.n_actions) / data.pscore
+    assert desc.ess == pytest.approx(w.sum() ** 2 / (w**2).sum(), rel=1e-12)
+    assert desc.logging_regime == "stochastic"
+    uni, _ = generate_log(SyntheticConfig(n_rows=500, logging="uniform"))
+    assert describe_data(uni).logging_regime == "uniform" and describe_data(uni).ess == pytest.approx(500)
+    det, _ = generate_log(SyntheticConfig(n_rows=500, logging="deterministic"))
+    d = describe_data(det)
+    assert d.logging_regime == "deterministic"
+    assert any("not identified" in w for w in d.warnings)
+    absent = LoggedData.from_frame(uni.frame.drop(columns=["propensity", "action_index"]), schema=SCHEMA)
+    assert describe_data(absent).logging_regime == "absent"
+
+
+def test_json_is_serialisable(log_files):
+    desc = describe_file(log_files["csv"], SCHEMA, load_catalogue(log_files["catalogue"]))
+    json.dumps(desc.to_dict(), default=str)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pushrl.experiments.cli", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_cli_describe_file_and_dataset(log_files):
+    out = _cli("data", "describe", str(log_files["parquet"]), "--catalogue", str(log_files["catalogue"]))
+    assert out.returncode == 0, out.stderr
+    assert "rows: 400" in out.stdout and "logging regime: uniform" in out.stdout
+    out = _cli("data", "describe", "hillstrom", "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["rows"] == 44_800
+
+
+def test_cli_describe_bad_file_exits_2_with_message(tmp_path):
+    out = _cli("data", "describe", str(tmp_path / "missing.csv"))
+    assert out.returncode == 2
+    assert "does not exist" in out.stderr
