@@ -45,3 +45,9 @@ class LoggedDataError(ValueError):
         if expected:
             message += f"; expected {expected}"
         super().__init__(message)
+
+
+def show(value: object) -> str:
+    """repr() of a value as a user wrote it (numpy scalars shown as plain Python numbers)."""
+    item = getattr(value, "item", None)
+    return repr(item() if callable(item) else value)

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from pushrl.envs.catalogue import Catalogue
-from pushrl.envs.errors import LoggedDataError
+from pushrl.envs.errors import LoggedDataError, show
 from pushrl.envs.schema import BINARY_REWARDS, NONNEGATIVE_REWARDS, LogSchema
 
 CANONICAL = ("action", "action_index", "position", "propensity", "timestamp", "user_id")
@@ -89,7 +89,7 @@ def _numeric(series: pd.Series, column: str, source: str, offset: int, what: str
         if bad.any():
             sample = series[bad].iloc[0]
             raise LoggedDataError(
-                f"wrong dtype: non-numeric value {sample!r} (column dtype {series.dtype})",
+                f"wrong dtype: non-numeric value {show(sample)} (column dtype {series.dtype})",
                 column=column,
                 rows=offset + np.flatnonzero(bad),
                 expected=what,
@@ -183,7 +183,7 @@ def validate_chunk(
             if bad.any():
                 sample = raw[bad].iloc[0]
                 raise LoggedDataError(
-                    f"timestamps that do not parse (e.g. {sample!r})",
+                    f"timestamps that do not parse (e.g. {show(sample)})",
                     column=schema.timestamp,
                     rows=offset + np.flatnonzero(bad),
                     expected="ISO 8601 date-times such as '2019-11-24 00:00:34+00:00'",
