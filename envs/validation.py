@@ -189,7 +189,7 @@ def validate_chunk(
                     expected="ISO 8601 date-times such as '2019-11-24 00:00:34+00:00'",
                     source=source,
                 )
-        out["timestamp"] = ts.to_numpy()
+        out["timestamp"] = ts.array
 
     if resolved.has_user_id:
         uid = frame[schema.user_id]
