@@ -16,7 +16,13 @@ import pandas as pd
 
 from benchmarks.common import cache_dir, timed_in_fresh_process
 from pushrl.envs.loaders import iter_log_chunks, load_catalogue, load_log
-from pushrl.envs.synthetic import SCHEMA, SyntheticConfig, catalogue_frame, make_truth, simulate_rows
+from pushrl.envs.synthetic import (
+    SCHEMA,
+    SyntheticConfig,
+    catalogue_frame,
+    make_truth,
+    simulate_rows,
+)
 
 N_ROWS = int(os.environ.get("PUSHRL_BENCH_LOADER_ROWS", 10_000_000))
 

@@ -124,11 +124,9 @@ def load_log(
     """Load and validate a whole log (CSV or Parquet). Raises LoggedDataError."""
     if isinstance(catalogue, (str, os.PathLike)):
         catalogue = load_catalogue(catalogue)
-    parts: list[pd.DataFrame] = []
-    resolved = cat = None
-    for chunk, resolved, cat in iter_log_chunks(path, schema, catalogue, chunksize):
-        parts.append(chunk)
-    assert resolved is not None and cat is not None  # read_table_chunks refuses empty files
+    chunks = list(iter_log_chunks(path, schema, catalogue, chunksize))  # never empty: empty files are refused
+    parts = [chunk for chunk, _, _ in chunks]
+    _, resolved, cat = chunks[-1]
     frame = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
     return LoggedData.from_canonical(frame, cat, resolved, n_positions, name or Path(path).stem, str(path))
 

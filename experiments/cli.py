@@ -1,6 +1,7 @@
 """The `pushrl` command.
 
     pushrl data describe PATH|DATASET [options]   validate a log and summarise it
+    pushrl abtest plan|simulate [options]          plan / simulate the online A/B test
     pushrl run [overrides]                         the whole pipeline (Hydra)
     pushrl describe|evaluate [overrides]           one stage (Hydra)
     pushrl [overrides]                             same as `pushrl run`
@@ -70,11 +71,15 @@ def main(argv: list[str] | None = None) -> int:
             print("usage: pushrl data describe PATH|DATASET [options]", file=sys.stderr)
             return 2
         return data_describe(argv[2:])
+    if argv[:1] == ["abtest"]:
+        from pushrl.policies.abtest.cli import abtest_main
+
+        return abtest_main(argv[1:])
     command = "run"
     if argv and argv[0] in COMMANDS:
         command, argv = argv[0], argv[1:]
     elif argv and not ("=" in argv[0] or argv[0].startswith("-")):
-        print(f"unknown command {argv[0]!r}; commands: data describe, {', '.join(COMMANDS)}", file=sys.stderr)
+        print(f"unknown command {argv[0]!r}; commands: data describe, abtest, {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
     from pushrl.experiments.app import hydra_app
 

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import os
+from pathlib import Path
 
 import pandas as pd
 import pytest
 from hypothesis import settings
+
+from pushrl.envs.synthetic import SyntheticConfig, catalogue_frame, make_truth, simulate_rows
 
 # CI runs the same examples every time (no flaky red builds); locally they vary.
 settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
 
-from pushrl.envs.synthetic import SyntheticConfig, catalogue_frame, make_truth, simulate_rows
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,13 @@ from hypothesis import strategies as st
 from pushrl.envs.catalogue import Catalogue
 from pushrl.envs.errors import LoggedDataError
 from pushrl.envs.logged_data import LoggedData
-from pushrl.envs.synthetic import SCHEMA, SyntheticConfig, catalogue_frame, make_truth, simulate_rows
+from pushrl.envs.synthetic import (
+    SCHEMA,
+    SyntheticConfig,
+    catalogue_frame,
+    make_truth,
+    simulate_rows,
+)
 
 TRUTH = make_truth(SyntheticConfig(n_rows=60, n_users=10, n_actions=4, n_positions=2, seed=3))
 BASE = simulate_rows(TRUTH)
