@@ -1,1 +1,3 @@
 """pushrl.envs."""
+
+from pushrl.envs import registration as registration  # registers pushrl/Push-v0 with gymnasium

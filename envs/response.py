@@ -56,7 +56,7 @@ class TrueResponse:
 
     def predict(self, contexts: np.ndarray, recent_pushes: np.ndarray, position: np.ndarray) -> dict[str, np.ndarray]:
         x, seg = self.split_contexts(contexts)
-        return {r: self.truth.expected_rewards(x, seg, recent_pushes, position, r) for r in self.reward_names}
+        return self.truth.expected_all(x, seg, recent_pushes, position, self.reward_names)
 
 
 def truth_contexts(truth: SyntheticTruth, users: np.ndarray | None = None) -> np.ndarray:

@@ -101,15 +101,22 @@ class SyntheticTruth:
         self, x: np.ndarray, segment: np.ndarray, recent: np.ndarray, position: np.ndarray, reward: str = "click"
     ) -> np.ndarray:
         """(n, n_actions) true expected reward of each action."""
+        return self.expected_all(x, segment, recent, position, (reward,))[reward]
+
+    def expected_all(
+        self, x: np.ndarray, segment: np.ndarray, recent: np.ndarray, position: np.ndarray,
+        rewards: tuple[str, ...] = ("click", "conversion", "revenue"),
+    ) -> dict[str, np.ndarray]:
+        """{reward: (n, n_actions)} true expected rewards, sharing one logit computation."""
+        unknown = set(rewards) - {"click", "conversion", "revenue"}
+        if unknown:
+            raise ValueError(f"reward must be 'click', 'conversion' or 'revenue', got {sorted(unknown)}")
         p_click = _sigmoid(self.click_logits(x, segment, recent, position))
-        if reward == "click":
-            return p_click
-        p_conv = p_click * _sigmoid(self.config.conv_base + x @ self.conv_weights)[:, None]
-        if reward == "conversion":
-            return p_conv
-        if reward == "revenue":
-            return p_conv * self.revenue_mean[None, :]
-        raise ValueError(f"reward must be 'click', 'conversion' or 'revenue', got {reward!r}")
+        out = {"click": p_click}
+        if "conversion" in rewards or "revenue" in rewards:
+            out["conversion"] = p_click * _sigmoid(self.config.conv_base + x @ self.conv_weights)[:, None]
+            out["revenue"] = out["conversion"] * self.revenue_mean[None, :]
+        return {r: out[r] for r in rewards}
 
     def row_inputs(self, data: LoggedData) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(x, segment, recent_pushes, position) of each logged row."""
