@@ -32,6 +32,7 @@ class DataConfig:
     user_id: str | None = "user_id"
     position: str | None = "position"
     n_positions: int | None = None
+    default_objective: str = "click"  # what `objective=auto` optimises on this log
     # synthetic only
     n_rows: int = 20_000
     n_users: int = 2_000
@@ -51,10 +52,40 @@ class SplitConfig:
 
 @dataclass
 class ObjectiveConfig:
-    """What the agents maximise: a logged reward, plus λ × diversity."""
+    """What the agents maximise: a logged reward (or profit), plus λ × diversity.
 
-    reward: str = "click"
+    reward: auto (the dataset's default) | click | conversion | revenue | visit | spend | profit.
+    profit = margin × spend − push_cost per push (no_push_action costs nothing).
+    """
+
+    reward: str = "auto"
     diversity_lambda: float = 0.0
+    margin: float = 0.30
+    push_cost: float = 0.10
+    no_push_action: str = "No E-Mail"
+
+
+@dataclass
+class ModelConfig:
+    """Response model hyperparameters (see pushrl.envs.response_model.ResponseModelConfig)."""
+
+    embedding_dim: int = 8
+    epochs: int = 40
+    batch_size: int = 1024
+    learning_rate: float = 0.01
+    l2: float = 10.0
+    patience: int = 4
+    stop_se: float = 1.0
+    ips_weighted: bool = False
+    recent_pushes_column: str | None = "recent_pushes"
+
+
+@dataclass
+class TrainConfig:
+    """How agents learn: offline on the training log, then online in the simulator."""
+
+    online_rounds: int = 20_000
+    batch_size: int = 500
 
 
 @dataclass
@@ -64,6 +95,10 @@ class EvalConfig:
     split: str = "test"  # test | all
     n_bootstrap: int = 200
     alpha: float = 0.05
+    recommended: str = "snips"  # the estimator used to choose (see docs/PERFORMANCE.md, estimator selection)
+    clip: float | None = None
+    switch_threshold: float = 50.0
+    dros_lambda: float = 100.0
 
 
 @dataclass
@@ -74,10 +109,13 @@ class PushrlConfig:
     seed: int = 0
     progress: bool = True
     data: DataConfig = MISSING
+    also: list[str] = field(default_factory=list)  # more embedded datasets `run` covers (data config names)
     split: SplitConfig = field(default_factory=SplitConfig)
     objective: ObjectiveConfig = MISSING
+    model: ModelConfig = field(default_factory=ModelConfig)
+    agents: dict[str, Any] = field(default_factory=dict)  # agent name -> hyperparameters
+    train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def register_configs() -> None:

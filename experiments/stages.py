@@ -30,7 +30,7 @@ def stage_data(cfg: DictConfig, run: RunFolder):
     write_text(run.path("data", "description.txt"), desc.to_text() + "\n")
     split = split_log(data, tuple(cfg.split.fractions), seed=cfg.split.seed)
     sizes = {"train": split.train.n_rounds, "validation": split.validation.n_rounds, "test": split.test.n_rounds}
-    run.add_metrics("data", {"rows": data.n_rounds, "actions": data.n_actions, "positions": data.n_positions,
+    run.add_metrics(f"{cfg.data.name}/data", {"rows": data.n_rounds, "actions": data.n_actions, "positions": data.n_positions,
                              "split": sizes, "rewards": desc.rewards, "ess": desc.ess})
     md = [f"Log **{data.name}**: {data.n_rounds:,} rows, {data.n_actions} promotions, {data.n_positions} position(s), "
           f"logging regime **{desc.logging_regime}**.", ""]
@@ -42,19 +42,59 @@ def stage_data(cfg: DictConfig, run: RunFolder):
     if desc.warnings:
         md += ["", "Warnings:"] + [f"- {w}" for w in desc.warnings]
     md += ["", "Full description: `data/description.txt`."]
-    run.add_section("Data", "\n".join(md))
+    run.add_section(f"{cfg.data.name}: data", "\n".join(md))
     console.print(f"  {data.n_rounds:,} rows, {data.n_actions} promotions; split {sizes}")
     return data, truth, split
+
+
+def _embedded_data_config(name: str, base: DictConfig) -> DictConfig:
+    """The data config `configs/data/<name>.yaml` (for `also`), typed like `data`."""
+    from importlib.resources import files
+
+    from omegaconf import OmegaConf
+
+    from pushrl.experiments.config import DataConfig
+
+    path = files("pushrl.configs") / "data" / f"{name}.yaml"
+    if not path.is_file():
+        raise ValueError(f"also: unknown dataset {name!r}; one of the configs/data/*.yaml names")
+    raw = OmegaConf.load(str(path))
+    raw.pop("defaults", None)
+    return OmegaConf.merge(OmegaConf.structured(DataConfig), raw)
+
+
+def stage_run(cfg: DictConfig, run: RunFolder) -> list:
+    """The whole pipeline on `data` and every dataset in `also`."""
+    from pushrl.experiments.agents import check_agent_names
+    from pushrl.experiments.pipeline import run_dataset
+
+    check_agent_names(list(cfg.agents))
+    results = []
+    for i, data_cfg in enumerate([cfg.data] + [_embedded_data_config(n, cfg.data) for n in cfg.also]):
+        sub = cfg.copy()
+        sub.data = data_cfg
+        if i > 0:
+            sub.objective.reward = "auto"
+        data, truth, split = stage_data(sub, run)
+        results.append(run_dataset(sub, data, split, data_cfg.default_objective, run, data_cfg.name, console.print))
+    return results
 
 
 def run_command(cfg: DictConfig) -> None:
     run = _run_folder()
     command = cfg.command
-    if command in ("run", "describe"):
+    title = f"pushrl {command}: {cfg.data.name}"
+    if command == "describe":
         stage_data(cfg, run)
+    elif command == "run":
+        results = stage_run(cfg, run)
+        title = "pushrl run: " + ", ".join(r.name for r in results)
+        lines = ["| dataset | objective | ship |", "|---|---|---|"]
+        lines += [f"| {r.name} | {r.objective} | **{r.chosen}** |" for r in results]
+        run.sections.insert(0, ("Summary", "\n".join(lines)))
     else:
         raise ValueError(f"command {command!r} is not wired yet")
-    paths = run.write(f"pushrl {command}: {cfg.data.name}")
+    paths = run.write(title)
     console.print(f"\n[bold green]done[/bold green]. Outputs in {run.root}")
     for name, p in paths.items():
         console.print(f"  {name}: {p}")

@@ -11,15 +11,39 @@ def _pushrl(*args: str, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pushrl.experiments.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
 
 
+TINY = ["data=synthetic", "data.n_rows=3000", "also=[]", "train.online_rounds=1000", "train.batch_size=250",
+        "eval.n_bootstrap=50", "model.epochs=3", "progress=false"]
+
+
 def test_run_on_synthetic_writes_run_folder(tmp_path):
-    out = _pushrl("run", "data=synthetic", "data.n_rows=2000", f"hydra.run.dir={tmp_path}/run")
+    out = _pushrl("run", *TINY, f"hydra.run.dir={tmp_path}/run")
     assert out.returncode == 0, out.stderr[-2000:]
     run = tmp_path / "run"
-    for name in ("report.md", "metrics.json", "metrics.csv", ".hydra/config.yaml", "data/description.json"):
+    for name in ("report.md", "metrics.json", "metrics.csv", ".hydra/config.yaml", "data/description.json",
+                 "synthetic/ope.csv", "synthetic/ope.png", "synthetic/fidelity.png", "synthetic/reliability.png",
+                 "synthetic/learning_curves.png", "synthetic/evaluations/linucb.json", "synthetic/response_model/schema.json"):
         assert (run / name).exists(), name
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["data/rows"] == 2000
+    assert metrics["synthetic/data/rows"] == 3000
+    assert metrics["synthetic/chosen"] in {"uniform", "most_popular", "logging", "epsilon_greedy", "softmax", "linucb", "lints"}
+    evaluation = json.loads((run / "synthetic/evaluations/linucb.json").read_text())
+    assert set(evaluation["estimates"]) == {"dm", "ips", "snips", "dr", "sndr", "switch-dr", "dr-os"}
+    report = (run / "report.md").read_text()
+    assert "which policy to ship" in report and "**Ship:" in report
     assert str(run) in out.stdout
+
+
+def test_run_is_reproducible(tmp_path):
+    for name in ("a", "b"):
+        out = _pushrl("run", *TINY, "agents=baselines", f"hydra.run.dir={tmp_path}/{name}")
+        assert out.returncode == 0, out.stderr[-2000:]
+    assert (tmp_path / "a/metrics.json").read_text() == (tmp_path / "b/metrics.json").read_text()
+
+
+def test_unknown_agent_fails_before_work(tmp_path):
+    out = _pushrl("run", *TINY, "+agents.ucb9000={}", f"hydra.run.dir={tmp_path}/x")
+    assert out.returncode != 0 and "ucb9000" in out.stderr
+    assert not (tmp_path / "x" / "synthetic").exists()
 
 
 def test_same_config_same_metrics(tmp_path):

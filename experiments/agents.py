@@ -1,0 +1,93 @@
+"""Build and train the configured agents (wiring; the learners live in pushrl.agents)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pushrl.agents.bandits import BANDITS, make_bandit
+from pushrl.policies.baselines import LoggingPolicyReplay, MostPopular, UniformRandom
+from pushrl.policies.policy import Policy
+
+BASELINES = ("uniform", "most_popular", "logging")
+
+
+@dataclass
+class TrainedAgent:
+    name: str
+    kind: str  # "baseline" | "bandit"
+    policy: Policy
+    hparams: dict[str, Any]
+    online_rewards: np.ndarray | None = None  # per-batch mean reward while learning in the simulator
+
+
+def check_agent_names(names: list[str]) -> None:
+    """Refuse unknown agent names before any work starts."""
+    allowed = set(BASELINES) | set(BANDITS)
+    unknown = [n for n in names if n not in allowed]
+    if unknown:
+        raise ValueError(f"agents: unknown agent(s) {unknown}; allowed: {sorted(allowed)}")
+
+
+class ResponseBandit:
+    """The one-step simulator a bandit learns in: users drawn from a context pool, outcomes from the response model."""
+
+    def __init__(self, pool: np.ndarray, features: Callable[[np.ndarray], np.ndarray],
+                 expected: Callable[[np.ndarray], np.ndarray]) -> None:
+        self.pool, self.features, self.expected = pool, features, expected
+        self._rows: np.ndarray | None = None
+
+    def draw_contexts(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        rows = rng.integers(0, len(self.pool), size=n)
+        self._rows = rows
+        return self.features(rows)
+
+    def reward_fn(self, contexts: np.ndarray, actions: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        q = self.expected(self._rows)[np.arange(len(actions)), actions]
+        return (rng.random(len(actions)) < q).astype(np.float64) if np.all((q >= 0) & (q <= 1)) else q
+
+
+def train_agents(
+    specs: dict[str, dict[str, Any]],
+    *,
+    n_actions: int,
+    train_features: np.ndarray,
+    train_action: np.ndarray,
+    train_reward: np.ndarray,
+    train_pscore: np.ndarray,
+    logging_probabilities: np.ndarray,
+    simulator: ResponseBandit | None,
+    online_rounds: int,
+    batch_size: int,
+    seed: int,
+    progress: Callable[[str], None] = print,
+) -> dict[str, TrainedAgent]:
+    """Baselines are fitted on the training log; bandits learn offline (IPS) then online in the simulator."""
+    check_agent_names(list(specs))
+    d = train_features.shape[1]
+    out: dict[str, TrainedAgent] = {}
+    seeds = np.random.SeedSequence(seed).spawn(len(specs))
+    for (name, hp), ss in zip(specs.items(), seeds, strict=True):
+        hp = dict(hp or {})
+        if name == "uniform":
+            out[name] = TrainedAgent(name, "baseline", UniformRandom(n_actions, n_features=d), hp)
+        elif name == "most_popular":
+            pol = MostPopular(n_actions, n_features=d).fit(train_action, train_reward)
+            out[name] = TrainedAgent(name, "baseline", pol, hp)
+        elif name == "logging":
+            out[name] = TrainedAgent(name, "baseline", LoggingPolicyReplay(logging_probabilities, n_features=d), hp)
+        else:
+            agent_seed = int(ss.generate_state(1)[0] % (2**31))
+            bandit = make_bandit(name, n_actions=n_actions, n_features=d, seed=agent_seed, **hp)
+            progress(f"  {name}: offline IPS fit on {len(train_action):,} logged rows")
+            bandit.fit_offline(train_features, train_action, train_reward, train_pscore, mode="ips")
+            curve = None
+            if simulator is not None and online_rounds > 0:
+                progress(f"  {name}: {online_rounds:,} online rounds in the simulator")
+                res = bandit.run_online(simulator, online_rounds, batch_size, np.random.default_rng(ss))
+                curve = res.rewards.reshape(-1, batch_size).mean(axis=1) if len(res.rewards) % batch_size == 0 else res.rewards
+            out[name] = TrainedAgent(name, "bandit", bandit, hp, curve)
+    return out

@@ -1,0 +1,213 @@
+"""`pushrl run`: data -> response model -> simulator -> agents -> simulator value + OPE -> choice.
+
+One section of the report per dataset. Wiring only: every computation is a
+library call into pushrl.envs / pushrl.policies / pushrl.agents.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from pushrl.envs.atomic import write_json, write_text
+from pushrl.envs.fidelity import mean_ci, replay_fidelity
+from pushrl.envs.logged_data import LoggedData
+from pushrl.envs.model_report import model_report
+from pushrl.envs.objectives import Objective, make_objective
+from pushrl.envs.response_model import ResponseModel, ResponseModelConfig
+from pushrl.envs.split import Split
+from pushrl.experiments import plots
+from pushrl.experiments.agents import ResponseBandit, train_agents
+from pushrl.experiments.outputs import RunFolder
+from pushrl.policies.evaluation import EstimatorSettings, PolicyEvaluation, evaluate_policy
+from pushrl.policies.policy import to_action_dist
+
+
+@dataclass
+class DatasetResult:
+    name: str
+    objective: str
+    chosen: str
+    evaluations: dict[str, PolicyEvaluation]
+    simulator: pd.DataFrame
+
+
+def resolve_objective(cfg_objective: DictConfig, data: LoggedData, default: str) -> Objective:
+    """The objective for this log ('auto' = the dataset's default); refuses rewards the log lacks."""
+    name = cfg_objective.reward if cfg_objective.reward != "auto" else default
+    base = "spend" if name == "profit" else name
+    if base not in data.reward_names:
+        raise ValueError(f"objective.reward={name!r} needs the reward column {base!r}; {data.name} has {list(data.reward_names)}")
+    no_push = cfg_objective.no_push_action if cfg_objective.no_push_action in data.action_ids.tolist() else None
+    return make_objective(name, data.action_ids, margin=cfg_objective.margin, push_cost=cfg_objective.push_cost,
+                          no_push_action=no_push)
+
+
+def _features(model: ResponseModel, data: LoggedData) -> tuple[np.ndarray, np.ndarray]:
+    """Encoded contexts with an intercept column (what agents see) and the recent-push counts."""
+    x, recent = model.encode(data)
+    return np.hstack([x.astype(np.float64), np.ones((len(x), 1))]), recent
+
+
+def _logging_probabilities(data: LoggedData) -> np.ndarray:
+    """(A,) logging probabilities for a context-free logging policy (uniform here; checked)."""
+    p = data.pscore
+    if p is None or not np.allclose(p, 1.0 / data.n_actions):
+        raise ValueError(f"{data.name}: the run pipeline needs a uniform-random log (propensity 1/n_actions); "
+                         "use `pushrl evaluate` for other logging policies")
+    return np.full(data.n_actions, 1.0 / data.n_actions)
+
+
+def run_dataset(cfg: DictConfig, data: LoggedData, split: Split, default_objective: str, run: RunFolder,
+                key: str, say) -> DatasetResult:
+    """The pipeline on one dataset; adds its report sections and metrics under `key`."""
+    torch.set_num_threads(1)
+    objective = resolve_objective(cfg.objective, data, default_objective)
+    out_dir = run.path(key)
+
+    # 1. response model ----------------------------------------------------------------------
+    say(f"[bold]{key}[/bold]: fitting the response model on {split.train.n_rounds:,} rows ...")
+    mcfg = ResponseModelConfig(**OmegaConf.to_container(cfg.model, resolve=True), seed=cfg.seed, progress=cfg.progress)
+    model = ResponseModel.fit(split.train, split.validation, mcfg)
+    model.save(out_dir / "response_model")
+    report = model_report(model, split, out_dir, seed=cfg.seed)
+    run.add_metrics(f"{key}/model", report.table.to_dict(orient="index"))
+
+    # 2. simulator fidelity (held-out test rows) -------------------------------------------------
+    x_test, recent_test = model.encode(split.test)
+    logging_p = _logging_probabilities(data)
+    fid = pd.concat([
+        replay_fidelity(model, x_test, recent_test, split.test.position, np.tile(logging_p, (split.test.n_rounds, 1)),
+                        split.test.reward(r), r, alpha=cfg.eval.alpha).assign(reward=r)
+        for r in model.reward_names], ignore_index=True)
+    fid["scope"] = fid["reward"] + ": " + fid["scope"]
+    write_text(out_dir / "fidelity.csv", fid.to_csv(index=False))
+    plots.fidelity_plot(fid, out_dir / "fidelity.png", f"{key}: logging policy replayed in the simulator")
+    run.add_metrics(f"{key}/fidelity", {r["scope"].replace(": ", "/"): {"logged": r["logged"], "simulated": r["simulated"],
+                                                      "inside_ci": bool(r["inside_ci"])} for r in fid.to_dict("records")})
+
+    # 3. agents --------------------------------------------------------------------------------
+    f_train, recent_train = _features(model, split.train)
+    f_test, _ = _features(model, split.test)
+    pool_pos = split.train.position
+
+    def expected_train(rows: np.ndarray) -> np.ndarray:
+        x = f_train[rows, :-1]
+        pred = model.predict(x, recent_train[rows], pool_pos[rows])
+        return objective.expected(pred, data.action_ids)
+
+    simulator = ResponseBandit(f_train, lambda rows: f_train[rows], expected_train)
+    train_reward = objective.logged(split.train)
+    say(f"[bold]{key}[/bold]: training {len(cfg.agents)} agents (objective: {objective.name}) ...")
+    agents = train_agents(
+        {k: dict(v or {}) for k, v in OmegaConf.to_container(cfg.agents, resolve=True).items()},
+        n_actions=data.n_actions, train_features=f_train, train_action=split.train.action, train_reward=train_reward,
+        train_pscore=split.train.pscore, logging_probabilities=logging_p, simulator=simulator,
+        online_rounds=cfg.train.online_rounds, batch_size=cfg.train.batch_size, seed=cfg.seed,
+        progress=lambda m: say(m),
+    )
+    curves = {n: a.online_rewards for n, a in agents.items() if a.online_rewards is not None}
+    if curves:
+        plots.learning_curves(curves, out_dir / "learning_curves.png", f"{key}: reward per batch while learning in the simulator")
+
+    # 4. simulator value and OPE on the held-out test split ---------------------------------------
+    q_test = objective.expected(model.predict(x_test, recent_test, split.test.position), data.action_ids)
+    eval_reward = objective.logged(split.test)
+    q_hat = to_action_dist(q_test, data.n_positions) if data.n_positions == 1 else np.stack(
+        [objective.expected(model.predict(x_test, recent_test, np.full(split.test.n_rounds, k)), data.action_ids)
+         for k in range(data.n_positions)], axis=2)
+    settings = EstimatorSettings(clip=cfg.eval.clip, switch_threshold=cfg.eval.switch_threshold,
+                                 dros_lambda=cfg.eval.dros_lambda)
+    evaluations: dict[str, PolicyEvaluation] = {}
+    sim_rows = []
+    for name, agent in agents.items():
+        probs = agent.policy.action_probabilities(f_test)
+        v = probs * q_test
+        sim_mean, sim_lo, sim_hi = mean_ci(v.sum(axis=1), cfg.eval.alpha, binary=False)
+        shares = probs.mean(axis=0)
+        sim_rows.append({"policy": name, "simulator_value": sim_mean, "ci_low": sim_lo, "ci_high": sim_hi,
+                         "top_action": str(data.action_ids[int(shares.argmax())]), "top_action_share": float(shares.max())})
+        evaluations[name] = evaluate_policy(
+            policy=name, data=data.name, split="test", action_dist=to_action_dist(probs, data.n_positions),
+            reward=eval_reward, action=split.test.action, pscore=split.test.pscore, position=split.test.position,
+            estimated_rewards=q_hat, recommended=cfg.eval.recommended, settings=settings,
+            n_bootstrap=cfg.eval.n_bootstrap, alpha=cfg.eval.alpha, seed=cfg.seed,
+        )
+    sim = pd.DataFrame(sim_rows).set_index("policy")
+    ope = pd.DataFrame([r for e in evaluations.values() for r in e.table_rows()])
+    write_text(out_dir / "ope.csv", ope.to_csv(index=False))
+    write_text(out_dir / "simulator.csv", sim.to_csv())
+    for name, e in evaluations.items():
+        write_json(out_dir / "evaluations" / f"{name}.json", e.to_json())
+    plots.ope_plot(ope, evaluations[next(iter(evaluations))].logging, cfg.eval.recommended, out_dir / "ope.png",
+                   f"{key}: OPE on held-out rows ({objective.name})")
+
+    # 5. choice: the best recommended-estimator value whose CI lower bound beats the logging policy
+    rec = cfg.eval.recommended
+    logging_value = next(iter(evaluations.values())).logging
+    ranked = sorted(evaluations.values(), key=lambda e: e.estimates[rec].value, reverse=True)
+    confident = [e for e in ranked if e.estimates[rec].ci_low > logging_value.value and e.policy != "logging"]
+    if confident:
+        chosen = confident[0].policy
+        why = (f"highest {rec} value ({confident[0].estimates[rec].value:.5g}) with its 95% CI lower bound "
+               f"({confident[0].estimates[rec].ci_low:.5g}) above the logging policy's value ({logging_value.value:.5g})")
+    else:
+        chosen = "logging"
+        why = (f"no policy's {rec} 95% CI lower bound is above the logging policy's value ({logging_value.value:.5g}); "
+               f"the best point estimate is {ranked[0].policy} ({ranked[0].estimates[rec].value:.5g}), "
+               "not a confident improvement, so keep the logging policy and collect more data")
+    run.add_metrics(key, {"objective": objective.name, "chosen": chosen,
+                          "simulator": sim["simulator_value"].to_dict(),
+                          "ope": {n: {k: e.estimates[k].value for k in e.estimates} for n, e in evaluations.items()},
+                          "logging_value": logging_value.value})
+    _report_sections(run, key, data, split, objective, report, fid, sim, evaluations, rec, chosen, why, bool(curves))
+    return DatasetResult(key, objective.name, chosen, evaluations, sim)
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.5g}"
+
+
+def _report_sections(run: RunFolder, key: str, data: LoggedData, split: Split, objective: Objective, report,
+                     fid: pd.DataFrame, sim: pd.DataFrame, evaluations: dict[str, PolicyEvaluation], rec: str,
+                     chosen: str, why: str, has_curves: bool) -> None:
+    chosen_eval = evaluations[chosen]
+    md = [f"**Ship: `{chosen}`** — {why}.", ""]
+    if chosen != "logging":
+        lift = chosen_eval.lift(rec)
+        md.append(f"Lift over the logging policy ({rec}): {lift:+.1%}; simulator value "
+                  f"{_fmt(sim.loc[chosen, 'simulator_value'])} vs logging {_fmt(sim.loc['logging', 'simulator_value'])}"
+                  if "logging" in sim.index else f"Lift over the logging policy ({rec}): {lift:+.1%}")
+        md.append("")
+    md += ["| policy | simulator value [95% CI] | OPE " + rec + " [95% CI] | lift | OPE dr [95% CI] | ESS | most pushed |",
+           "|---|---|---|---|---|---|---|"]
+    for name, e in evaluations.items():
+        s = sim.loc[name]
+        r, d = e.estimates[rec], e.estimates["dr"]
+        md.append(f"| {name} | {_fmt(s.simulator_value)} [{_fmt(s.ci_low)}, {_fmt(s.ci_high)}] | {_fmt(r.value)} "
+                  f"[{_fmt(r.ci_low)}, {_fmt(r.ci_high)}] | {e.lift(rec):+.1%} | {_fmt(d.value)} [{_fmt(d.ci_low)}, "
+                  f"{_fmt(d.ci_high)}] | {e.diagnostics.effective_sample_size:,.0f} | {s.top_action} ({s.top_action_share:.0%}) |")
+    lv = chosen_eval.logging
+    md += ["", f"Logging policy's on-policy value on the test split: {_fmt(lv.value)} [{_fmt(lv.ci_low)}, {_fmt(lv.ci_high)}] "
+           f"({split.test.n_rounds:,} rows, objective `{objective.name}`). All seven estimators per policy: `{key}/ope.csv`; "
+           f"one `evaluation.json` per policy in `{key}/evaluations/`.", "", f"![OPE]({key}/ope.png)"]
+    run.add_section(f"{key}: which policy to ship", "\n".join(md))
+    fid_md = ["| scope | rows | logged [95% CI] | simulated | inside CI |", "|---|---|---|---|---|"]
+    for r in fid.to_dict("records"):
+        fid_md.append(f"| {r['scope']} | {r['rows']:,} | {_fmt(r['logged'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}] | "
+                      f"{_fmt(r['simulated'])} | {'yes' if r['inside_ci'] else '**no**'} |")
+    fid_md += ["", f"![fidelity]({key}/fidelity.png)"]
+    run.add_section(f"{key}: simulator fidelity (logging policy replayed on held-out rows)", "\n".join(fid_md))
+    model_md = [report.to_markdown(), "", f"![calibration]({key}/reliability.png)"]
+    run.add_section(f"{key}: response model (held-out test split)", "\n".join(model_md))
+    if has_curves:
+        run.add_section(f"{key}: learning curves", f"![learning curves]({key}/learning_curves.png)")
+
+
+def summary_rows(results: list[DatasetResult]) -> list[dict[str, Any]]:
+    return [{"dataset": r.name, "objective": r.objective, "chosen": r.chosen} for r in results]

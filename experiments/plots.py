@@ -1,0 +1,61 @@
+"""Plots written next to the metrics (matplotlib, Agg, atomic)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from pushrl.envs.atomic import write_with  # noqa: E402
+
+
+def _save(fig, path: Path) -> Path:
+    write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
+    plt.close(fig)
+    return path
+
+
+def fidelity_plot(table: pd.DataFrame, path: Path, title: str) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    y = np.arange(len(table))
+    ax.errorbar(table["logged"], y, xerr=[table["logged"] - table["ci_low"], table["ci_high"] - table["logged"]],
+                fmt="o", color="black", label="logged (95% CI)")
+    ax.scatter(table["simulated"], y, marker="x", color="tab:red", s=60, label="simulator", zorder=3)
+    ax.set_yticks(y, table["scope"])
+    ax.set_xlabel("mean reward")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def ope_plot(ope: pd.DataFrame, logging, estimator: str, path: Path, title: str) -> Path:
+    rows = ope[ope["estimator"] == estimator].reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(rows) + 1.5))
+    y = np.arange(len(rows))
+    ax.errorbar(rows["value"], y, xerr=[rows["value"] - rows["ci_low"], rows["ci_high"] - rows["value"]], fmt="o")
+    ax.axvspan(logging.ci_low, logging.ci_high, color="grey", alpha=0.2, label="logging policy 95% CI")
+    ax.axvline(logging.value, color="grey")
+    ax.set_yticks(y, rows["policy"])
+    ax.set_xlabel(f"estimated value ({estimator}, 95% bootstrap CI)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def learning_curves(curves: dict[str, np.ndarray], path: Path, title: str) -> Path:
+    fig, ax = plt.subplots(figsize=(6.5, 3.5))
+    for name, c in curves.items():
+        c = np.asarray(c, dtype=float)
+        w = max(1, len(c) // 20)
+        smooth = np.convolve(c, np.ones(w) / w, mode="valid")
+        ax.plot(np.arange(len(smooth)) + w, smooth, label=name)
+    ax.set_xlabel("batch")
+    ax.set_ylabel("mean reward (moving average)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    return _save(fig, path)

@@ -1,0 +1,165 @@
+"""Evaluate one policy on a log with every OPE estimator: values, CIs, lift, support.
+
+This is what `pushrl evaluate` writes as `evaluation.json` and what `pushrl run`
+tabulates for every agent. The logging policy's own value is the mean logged
+reward (on-policy) with a bootstrap CI on the same resamples' seed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pushrl.policies.ope import (
+    ESTIMATORS,
+    BaseEstimator,
+    Interval,
+    OPEInputs,
+    SupportDiagnostics,
+    estimate_intervals,
+    support_diagnostics,
+)
+
+ESTIMATOR_KEYS = ("dm", "ips", "snips", "dr", "sndr", "switch-dr", "dr-os")
+IPS_FAMILY = ("ips", "snips", "dr", "sndr", "switch-dr", "dr-os")
+
+
+@dataclass(frozen=True)
+class EstimatorSettings:
+    """Hyperparameters of the estimators used by default (see docs for the choice)."""
+
+    clip: float | None = None
+    switch_threshold: float = 50.0
+    dros_lambda: float = 100.0
+
+    def build(self) -> dict[str, BaseEstimator]:
+        cls = ESTIMATORS
+        return {
+            "dm": cls["dm"](),
+            "ips": cls["ips"](clip=self.clip),
+            "snips": cls["snips"](),
+            "dr": cls["dr"](),
+            "sndr": cls["sndr"](),
+            "switch-dr": cls["switch-dr"](threshold=self.switch_threshold),
+            "dr-os": cls["dr-os"](lambda_=self.dros_lambda),
+        }
+
+
+@dataclass
+class PolicyEvaluation:
+    """OPE of one policy on one log split."""
+
+    policy: str
+    data: str
+    split: str
+    n_rounds: int
+    logging: Interval
+    estimates: dict[str, Interval]
+    diagnostics: SupportDiagnostics
+    recommended: str
+    identified: bool = True
+    notes: list[str] = field(default_factory=list)
+
+    def lift(self, estimator: str | None = None) -> float:
+        """Relative lift of the estimate over the logging policy's on-policy value."""
+        v = self.estimates[estimator or self.recommended].value
+        base = self.logging.value
+        return (v - base) / abs(base) if base != 0 else math.nan
+
+    def to_json(self) -> dict[str, Any]:
+        """The `evaluation.json` document (exactly the documented keys, plus `policy`, `identified`, `notes`)."""
+
+        def iv(i: Interval) -> dict[str, float]:
+            return {"value": float(i.value), "ci_low": float(i.ci_low), "ci_high": float(i.ci_high)}
+
+        d = self.diagnostics
+        return {
+            "data": self.data,
+            "split": self.split,
+            "n_rounds": int(self.n_rounds),
+            "policy": self.policy,
+            "logging_policy_value": iv(self.logging),
+            "estimates": {k: iv(self.estimates[k]) for k in ESTIMATOR_KEYS if k in self.estimates},
+            "recommended_estimator": self.recommended,
+            "identified": self.identified,
+            "diagnostics": {
+                "ess": float(d.effective_sample_size),
+                "max_weight": float(d.max_weight),
+                "low_support_mass": float(d.low_support_mass),
+                "warnings": list(d.warnings),
+            },
+            "notes": list(self.notes),
+        }
+
+    def table_rows(self) -> list[dict[str, Any]]:
+        rows = []
+        for k, i in self.estimates.items():
+            rows.append({"policy": self.policy, "estimator": k, "value": i.value, "ci_low": i.ci_low,
+                         "ci_high": i.ci_high, "lift": self.lift(k)})
+        return rows
+
+
+def logging_value(reward: np.ndarray, n_bootstrap: int, alpha: float, seed: int) -> Interval:
+    """On-policy value of the logging policy: mean reward with a seeded bootstrap percentile CI."""
+    rng = np.random.default_rng(seed)
+    n = len(reward)
+    boot = np.empty(n_bootstrap)
+    for b in range(0, n_bootstrap, 50):  # blocks of resamples: bounded (50, n) memory
+        m = min(50, n_bootstrap - b)
+        idx = rng.integers(0, n, size=(m, n))
+        boot[b : b + m] = reward[idx].mean(axis=1)
+    lo, hi = np.percentile(boot, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    return Interval(float(reward.mean()), float(lo), float(hi))
+
+
+def evaluate_policy(
+    *,
+    policy: str,
+    data: str,
+    split: str,
+    action_dist: np.ndarray,
+    reward: np.ndarray,
+    action: np.ndarray,
+    pscore: np.ndarray,
+    position: np.ndarray,
+    estimated_rewards: np.ndarray,
+    recommended: str = "snips",
+    settings: EstimatorSettings | None = None,
+    n_bootstrap: int = 200,
+    alpha: float = 0.05,
+    seed: int = 0,
+    tau: float = 0.01,
+    identified: bool = True,
+) -> PolicyEvaluation:
+    """All seven estimators with bootstrap CIs on the same resamples, plus support diagnostics.
+
+    When `identified` is False (deterministic logging, see the regime check) only DM is
+    computed and the IPS family is left out, with a note saying why.
+    """
+    settings = settings or EstimatorSettings()
+    estimators = settings.build()
+    notes: list[str] = []
+    if not identified:
+        estimators = {"dm": estimators["dm"]}
+        notes.append("IPS-family estimates are not identified (deterministic logging): only DM is reported")
+        recommended = "dm"
+    if recommended not in estimators:
+        raise ValueError(f"recommended estimator {recommended!r} is not one of {sorted(estimators)}")
+    inputs = OPEInputs(action_dist, reward, action, pscore, position, estimated_rewards, action_dist.shape[1])
+    estimates = estimate_intervals(estimators, inputs, n_bootstrap=n_bootstrap, alpha=alpha, seed=seed)
+    diag = support_diagnostics(action_dist=action_dist, action=action, pscore=pscore, position=position, tau=tau)
+    return PolicyEvaluation(
+        policy=policy,
+        data=data,
+        split=split,
+        n_rounds=len(reward),
+        logging=logging_value(reward, n_bootstrap, alpha, seed),
+        estimates=estimates,
+        diagnostics=diag,
+        recommended=recommended,
+        identified=identified,
+        notes=notes + list(diag.warnings),
+    )
