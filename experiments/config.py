@@ -95,10 +95,27 @@ class EvalConfig:
     split: str = "test"  # test | all
     n_bootstrap: int = 200
     alpha: float = 0.05
-    recommended: str = "snips"  # the estimator used to choose (see docs/PERFORMANCE.md, estimator selection)
+    recommended: str = "snips"  # the estimator used to choose (see docs/ope.md, estimator selection)
+    reward_model: str = "mean"  # DM/DR regression, cross-fitted: mean (per action x position) | response_model
+    n_folds: int = 5
     clip: float | None = None
     switch_threshold: float = 50.0
     dros_lambda: float = 100.0
+
+
+@dataclass
+class PolicyConfig:
+    """The policy `pushrl evaluate` evaluates.
+
+    kind: external (a file of action probabilities: .npy in the Open Bandit
+    Pipeline's action_dist layout, or a long-form .parquet/.csv with columns
+    row, action, position, probability) | uniform | always (one action id).
+    """
+
+    kind: str = "uniform"
+    path: str | None = None
+    action: str | None = None  # kind=always: the action id
+    name: str | None = None
 
 
 @dataclass
@@ -116,6 +133,7 @@ class PushrlConfig:
     agents: dict[str, Any] = field(default_factory=dict)  # agent name -> hyperparameters
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    policy: PolicyConfig = MISSING
 
 
 def register_configs() -> None:
@@ -124,3 +142,4 @@ def register_configs() -> None:
     cs.store(name="pushrl_schema", node=PushrlConfig)
     cs.store(group="data", name="data_schema", node=DataConfig)
     cs.store(group="objective", name="objective_schema", node=ObjectiveConfig)
+    cs.store(group="policy", name="policy_schema", node=PolicyConfig)

@@ -84,8 +84,17 @@ def run_command(cfg: DictConfig) -> None:
     run = _run_folder()
     command = cfg.command
     title = f"pushrl {command}: {cfg.data.name}"
+    evaluation_path = None
     if command == "describe":
         stage_data(cfg, run)
+    elif command == "evaluate":
+        from pushrl.experiments.evaluate import evaluate_command
+        from pushrl.experiments.pipeline import resolve_objective
+
+        data, _, _ = stage_data(cfg, run)
+        objective = resolve_objective(cfg.objective, data, cfg.data.default_objective)
+        ev, evaluation_path = evaluate_command(cfg, data, run, objective.logged(data))
+        title = f"pushrl evaluate: {ev.policy} on {data.name}"
     elif command == "run":
         results = stage_run(cfg, run)
         title = "pushrl run: " + ", ".join(r.name for r in results)
@@ -98,3 +107,5 @@ def run_command(cfg: DictConfig) -> None:
     console.print(f"\n[bold green]done[/bold green]. Outputs in {run.root}")
     for name, p in paths.items():
         console.print(f"  {name}: {p}")
+    if evaluation_path is not None:
+        print(evaluation_path)  # last line: where the machine-readable result is
