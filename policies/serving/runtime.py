@@ -1,0 +1,424 @@
+"""The serving runtime: raw requests in, decisions with exact propensities out (numpy + onnxruntime).
+
+One `decide(requests)` call validates and encodes the batch, runs the ONNX
+model once, turns scores into probabilities, applies each request's business
+rules, and samples with one seeded `np.random.Generator`.
+
+Probabilities (per request, over the actions it allows):
+  - output "probabilities": the model's output, masked and renormalised;
+  - exploration "none" / "epsilon": greedy over the best allowed score (ties
+    split evenly), mixed with epsilon uniform over the allowed actions, i.e.
+    p(a) = (1 - eps) 1[a in best] / |best| + eps / |allowed|;
+  - exploration "softmax": softmax(score / temperature) over the allowed actions
+    (identical to masking the full softmax and renormalising).
+  The greedy part is taken over the allowed actions, so an excluded favourite
+  hands its mass to the best remaining action, not to everybody.
+
+Business rules, in this order:
+  - `exclude`: action ids the request must not get (unknown ids are refused);
+  - allow_no_push=False masks the "no push" action;
+  - frequency cap (`BusinessRules.frequency_cap`, from the manifest or the
+    `rules` override): the request must then carry `pushes_in_window` (pushes
+    this user already got in the cap's window, counted by the caller). With
+    remaining = cap - pushes_in_window: remaining <= 0 allows only the
+    "no push" action (chosen with propensity 1, even with allow_no_push=False),
+    or gives an empty decision when the action set has none (or the request
+    excludes it); otherwise at most `remaining` slots are filled;
+  - a slate (k > 1) is k promotions, so the "no push" action is masked from it.
+  A request whose rules leave nothing allowed gets an empty decision.
+
+Slates: a request's `k` (default 1) may not exceed the manifest's slate_size
+(refused otherwise). Slot j is drawn from the same rule applied to the actions still
+allowed after slots 0..j-1 were taken (sequential sampling without
+replacement); its propensity is that conditional probability, so the
+probability of the ordered slate is the product of its propensities. A slate
+is shorter than k when fewer actions remain (or none has positive probability).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from pushrl.policies.artifact import ActionId, Artifact, BusinessRules, load_artifact
+from pushrl.policies.serving.decision_log import DecisionLog
+
+REQUEST_KEYS = ("request_id", "context", "exclude", "k", "pushes_in_window")
+_PLAIN_NUMBERS = frozenset({int, float})
+
+
+class RequestError(ValueError):
+    """A request is malformed; `field` is its path, e.g. "requests[0].context.recency"."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: {problem}")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Chosen actions in slot order, each with the probability it was chosen with."""
+
+    request_id: str
+    actions: list[ActionId]
+    propensities: list[float]
+    probabilities: dict[ActionId, float] | None
+    policy_version: str
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"request_id": self.request_id, "actions": self.actions,
+                               "propensities": self.propensities}
+        if self.probabilities is not None:
+            out["probabilities"] = self.probabilities
+        return out
+
+
+@dataclass
+class _Request:
+    request_id: str
+    context: Mapping[str, Any]
+    exclude: list[int] = field(default_factory=list)
+    k: int = 1
+    pushes: int | None = None
+
+
+class ContextPreprocessor:
+    """The manifest's ContextEncoder as a fast per-row encoder for request dicts.
+
+    Same output as `ContextEncoder.transform` (numbers standardised, categories
+    one-hot with an unknown bucket, compared as `str(value)`), but strict about
+    types: numbers must be int/float (not bool), categories str/int/bool.
+    """
+
+    def __init__(self, encoder: Any) -> None:
+        self.numeric = tuple(encoder.numeric)
+        self.means = np.asarray(encoder.means, np.float64)
+        self.stds = np.asarray(encoder.stds, np.float64)
+        self.fields = tuple(encoder.input_fields)
+        self.field_set = frozenset(self.fields)
+        self.width = int(encoder.n_features)
+        self.refuse = encoder.unknown == "refuse"
+        self.categorical: list[tuple[str, dict[str, int], int]] = []
+        col = len(self.numeric)
+        for c in encoder.categorical:
+            vocab = encoder.vocabularies[c]
+            self.categorical.append((c, {str(v): col + i for i, v in enumerate(vocab)}, col + len(vocab)))
+            col += len(vocab) + 1
+
+    def encode(self, contexts: Sequence[Mapping[str, Any]], prefix: str = "contexts", suffix: str = "") -> np.ndarray:
+        """(n, width) float32; errors name `{prefix}[i]{suffix}.{field}`."""
+        n = len(contexts)
+        rows: list[list[Any]] = []
+        hot_rows: list[int] = []
+        hot_cols: list[int] = []
+        numeric, plain = self.numeric, _PLAIN_NUMBERS
+        for i, ctx in enumerate(contexts):
+            if not isinstance(ctx, Mapping) or ctx.keys() != self.field_set:
+                self._field_error(ctx, f"{prefix}[{i}]{suffix}")
+            values = [ctx[f] for f in numeric]
+            if not plain.issuperset(map(type, values)):
+                values = self._numbers(values, f"{prefix}[{i}]{suffix}")
+            rows.append(values)
+            for c, table, unknown_col in self.categorical:
+                v = ctx[c]
+                if type(v) is str:
+                    col = table.get(v)
+                elif isinstance(v, int | np.integer | bool | np.bool_):
+                    col = table.get(str(v.item() if isinstance(v, np.generic) else v))
+                else:
+                    raise RequestError(f"{prefix}[{i}]{suffix}.{c}", f"must be a category (string or integer), got {v!r}")
+                if col is None:
+                    if self.refuse:
+                        raise RequestError(f"{prefix}[{i}]{suffix}.{c}", f"unknown category {v!r}; known: {list(table)[:10]}")
+                    col = unknown_col
+                hot_rows.append(i)
+                hot_cols.append(col)
+        try:
+            num = np.array(rows, np.float64).reshape(n, len(numeric))
+        except OverflowError:  # an int too large for a float
+            num = np.array([[float(v) if abs(v) < 1e308 else np.inf for v in r] for r in rows]).reshape(n, len(numeric))
+        bad = ~np.isfinite(num)
+        if bad.any():
+            i, j = np.argwhere(bad)[0]
+            raise RequestError(f"{prefix}[{i}]{suffix}.{self.numeric[j]}", f"must be a finite number, got {num[i, j]!r}")
+        out = np.zeros((n, self.width), np.float32)
+        out[:, : len(self.numeric)] = (num - self.means) / self.stds
+        out[hot_rows, hot_cols] = 1.0
+        return out
+
+    def _field_error(self, ctx: Any, where: str) -> None:
+        if not isinstance(ctx, Mapping):
+            raise RequestError(where, f"must be an object of fields {list(self.fields)}, got {type(ctx).__name__}")
+        missing = [f for f in self.fields if f not in ctx]
+        if missing:
+            raise RequestError(f"{where}.{missing[0]}", f"missing field; expected fields {list(self.fields)}")
+        extra = sorted(str(f) for f in ctx if f not in self.field_set)
+        raise RequestError(f"{where}.{extra[0]}", f"unknown field; expected fields {list(self.fields)}")
+
+    def _numbers(self, values: list[Any], where: str) -> list[float]:
+        """Slow path: numpy scalars become floats; anything that is not a number is refused."""
+        out = []
+        for f, v in zip(self.numeric, values, strict=True):
+            if isinstance(v, bool | np.bool_) or not isinstance(v, int | float | np.integer | np.floating):
+                raise RequestError(f"{where}.{f}", f"must be a number, got {v!r} ({type(v).__name__})")
+            out.append(v.item() if isinstance(v, np.generic) else v)
+        return out
+
+
+def explore_probabilities(
+    scores: np.ndarray, allowed: np.ndarray | None, output: str, kind: str, epsilon: float, temperature: float
+) -> np.ndarray:
+    """(n, A) probabilities over the allowed actions (None: all); rows with none allowed are all zero."""
+    if allowed is None:  # the common case, without masks
+        if output == "probabilities":
+            p = np.clip(scores, 0.0, None)
+            total = p.sum(axis=1, keepdims=True)
+            return np.divide(p, total, out=np.zeros_like(p), where=total > 0)
+        top = scores.max(axis=1, keepdims=True)
+        if kind == "softmax":
+            e = np.exp((scores - top) / temperature)
+            return e / e.sum(axis=1, keepdims=True)
+        best = scores == top
+        greedy = best / best.sum(axis=1, keepdims=True)
+        return (1.0 - epsilon) * greedy + epsilon / scores.shape[1] if kind == "epsilon" else greedy
+    n_allowed = allowed.sum(axis=1, keepdims=True)
+    if output == "probabilities":
+        p = np.where(allowed, np.clip(scores, 0.0, None), 0.0)
+        total = p.sum(axis=1, keepdims=True)
+        return np.divide(p, total, out=np.zeros_like(p), where=total > 0)
+    masked = np.where(allowed, scores, -np.inf)
+    top = masked.max(axis=1, keepdims=True)
+    if kind == "softmax":
+        e = np.exp((masked - np.where(n_allowed > 0, top, 0.0)) / temperature)
+        return e / np.maximum(e.sum(axis=1, keepdims=True), np.finfo(np.float64).tiny)
+    best = allowed & (masked == top)
+    greedy = best / np.maximum(best.sum(axis=1, keepdims=True), 1)
+    eps = epsilon if kind == "epsilon" else 0.0
+    return (1.0 - eps) * greedy + eps * allowed / np.maximum(n_allowed, 1)
+
+
+def sample_rows(p: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One action per row by inverse CDF; never returns a zero-probability action of a row with mass."""
+    cdf = np.cumsum(p, axis=1)
+    u = rng.random(p.shape[0]) * cdf[:, -1]
+    a = np.minimum((cdf <= u[:, None]).sum(axis=1), p.shape[1] - 1)
+    rows = np.arange(p.shape[0])
+    stray = p[rows, a] <= 0
+    if stray.any():  # u * total rounded onto the last step: take the last positive action
+        a[stray] = p.shape[1] - 1 - np.argmax(p[stray, ::-1] > 0, axis=1)
+    return a
+
+
+class PolicyRuntime:
+    """A loaded artifact that decides; also a `Policy` on encoded contexts (no business rules)."""
+
+    def __init__(
+        self,
+        artifact: Artifact,
+        *,
+        seed: int | np.random.SeedSequence | None = None,
+        rules: BusinessRules | None = None,
+        decision_log: DecisionLog | None = None,
+    ) -> None:
+        self.artifact = artifact
+        m = artifact.manifest
+        self.manifest = m
+        self.rules = rules if rules is not None else m.business_rules
+        self.policy_version = artifact.policy_version
+        self.action_ids = list(m.action_ids)
+        self._index = {(type(a), a): i for i, a in enumerate(self.action_ids)}
+        self.no_push = None if m.no_push_action is None else self.action_ids.index(m.no_push_action)
+        self.preprocessor = ContextPreprocessor(m.encoder)
+        self.decision_log = decision_log
+        self._rng = np.random.default_rng(seed)
+        self._lock = threading.Lock()
+        self._session = artifact.session
+        self._in, self._out = artifact.input_name, artifact.output_name
+        ex = m.exploration
+        self._explore = (m.output, ex.type, float(ex.epsilon), float(ex.temperature))
+
+    @classmethod
+    def load(
+        cls,
+        artifact_path: str | os.PathLike[str],
+        *,
+        seed: int | np.random.SeedSequence | None = None,
+        rules: BusinessRules | None = None,
+        decision_log: DecisionLog | None = None,
+        threads: int = 1,
+    ) -> PolicyRuntime:
+        """Load and verify the artifact at `artifact_path` (see `load_artifact`)."""
+        return cls(load_artifact(artifact_path, threads=threads), seed=seed, rules=rules, decision_log=decision_log)
+
+    # Policy interface (encoded contexts) -------------------------------------------
+    @property
+    def n_actions(self) -> int:
+        return len(self.action_ids)
+
+    def encode(self, contexts: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """Raw context dicts -> (n, n_features) float64 encoded contexts."""
+        return self.preprocessor.encode(contexts).astype(np.float64)
+
+    def scores(self, encoded: np.ndarray) -> np.ndarray:
+        """(n, A) float64 model output for (n, n_features) encoded contexts."""
+        x = np.ascontiguousarray(encoded, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != self.preprocessor.width:
+            raise ValueError(f"contexts must have shape (n, {self.preprocessor.width}), got {x.shape}")
+        return self._session.run([self._out], {self._in: x})[0].astype(np.float64)
+
+    def action_probabilities(self, contexts: np.ndarray) -> np.ndarray:
+        """(n, A) exploration probabilities with every action allowed (no business rules)."""
+        s = self.scores(contexts)
+        return explore_probabilities(s, np.ones(s.shape, bool), *self._explore)
+
+    def act(self, contexts: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        p = self.action_probabilities(contexts)
+        a = sample_rows(p, rng)
+        return a, p[np.arange(len(a)), a]
+
+    # serving ------------------------------------------------------------------------
+    def decide(self, requests: Sequence[Mapping[str, Any]], *, wait_logged: bool = True) -> list[Decision]:
+        """Decide a batch of raw requests (see the module docstring); logs them if a log is attached.
+
+        wait_logged: return only once the decision log has the batch on disk (fsync).
+        """
+        parsed = self._parse(requests)
+        x = self.preprocessor.encode([r.context for r in parsed], "requests", ".context")
+        scores = self._session.run([self._out], {self._in: x})[0].astype(np.float64)
+        with self._lock:
+            chosen, props, first = self._choose(scores, parsed)
+        decisions = []
+        rows = first.tolist()
+        for i, r in enumerate(parsed):
+            probs = None
+            if r.k == 1:
+                probs = dict(zip(self.action_ids, rows[i], strict=True))
+            decisions.append(Decision(r.request_id, [self.action_ids[a] for a in chosen[i]], props[i], probs,
+                                      self.policy_version))
+        if self.decision_log is not None:
+            ticket = self.decision_log.append(self._records(parsed, decisions))
+            if wait_logged:
+                ticket.wait()
+        return decisions
+
+    def _choose(self, scores: np.ndarray, parsed: list[_Request]) -> tuple[list[list[int]], list[list[float]], np.ndarray]:
+        n, n_act = scores.shape
+        np_idx, cap = self.no_push, self.rules.frequency_cap
+        plain = cap is None and (np_idx is None or self.rules.allow_no_push)
+        if plain and all(r.k == 1 and not r.exclude for r in parsed):  # fast path: no masks
+            p = explore_probabilities(scores, None, *self._explore)
+            a = sample_rows(p, self._rng)
+            props = p[np.arange(n), a].tolist()
+            return [[ai] for ai in a.tolist()], [[pi] for pi in props], p
+        allowed = np.ones((n, n_act), bool)
+        if np_idx is not None and not self.rules.allow_no_push:
+            allowed[:, np_idx] = False
+        k_eff = np.ones(n, np.int64)
+        forced: list[int] = []
+        for i, r in enumerate(parsed):
+            if r.exclude:
+                allowed[i, r.exclude] = False
+            k = r.k
+            if cap is not None and r.pushes is not None:
+                k = min(k, cap - r.pushes)
+                if k <= 0:
+                    forced.append(i)
+                    continue
+            if r.k > 1 and np_idx is not None:
+                allowed[i, np_idx] = False  # a slate is promotions only
+            k_eff[i] = k
+        p = explore_probabilities(scores, allowed, *self._explore)
+        if forced:  # over the cap: "no push" for sure, or nothing
+            only = np.zeros((len(forced), n_act))
+            if np_idx is not None:
+                only[:, np_idx] = [np_idx not in parsed[i].exclude for i in forced]
+            p[forced] = only
+            allowed[forced] = only > 0
+        first = p
+        chosen: list[list[int]] = [[] for _ in range(n)]
+        props: list[list[float]] = [[] for _ in range(n)]
+        active = np.flatnonzero(p.sum(axis=1) > 0)
+        p = p[active]
+        for slot in range(int(k_eff.max())):
+            if slot > 0:
+                active = active[k_eff[active] > slot]
+                if not len(active):
+                    break
+                p = explore_probabilities(scores[active], allowed[active], *self._explore)
+                alive = p.sum(axis=1) > 0
+                active, p = active[alive], p[alive]
+                if not len(active):
+                    break
+            a = sample_rows(p, self._rng)
+            pa = p[np.arange(len(a)), a]
+            allowed[active, a] = False
+            for i, ai, pi in zip(active.tolist(), a.tolist(), pa.tolist(), strict=True):
+                chosen[i].append(ai)
+                props[i].append(pi)
+        return chosen, props, first
+
+    def _parse(self, requests: Sequence[Mapping[str, Any]]) -> list[_Request]:
+        if not isinstance(requests, Sequence) or isinstance(requests, str | bytes):
+            raise RequestError("requests", f"must be a list of request objects, got {type(requests).__name__}")
+        if not requests:
+            raise RequestError("requests", "must hold at least one request")
+        out: list[_Request] = []
+        seen: dict[str, int] = {}
+        slate, cap = self.manifest.slate_size, self.rules.frequency_cap
+        for i, r in enumerate(requests):
+            where = f"requests[{i}]"
+            if not isinstance(r, Mapping):
+                raise RequestError(where, f"must be an object, got {type(r).__name__}")
+            for key in r:
+                if key not in REQUEST_KEYS:
+                    raise RequestError(f"{where}.{key}", f"unknown field; allowed: {list(REQUEST_KEYS)}")
+            rid = r.get("request_id")
+            if type(rid) is not str or not rid:
+                raise RequestError(f"{where}.request_id", f"must be a non-empty string, got {rid!r}")
+            if rid in seen:
+                raise RequestError(f"{where}.request_id", f"{rid!r} repeats requests[{seen[rid]}]")
+            seen[rid] = i
+            if "context" not in r:
+                raise RequestError(f"{where}.context", "missing field")
+            req = _Request(rid, r["context"])
+            exclude = r.get("exclude")
+            if exclude is not None:
+                if not isinstance(exclude, list | tuple):
+                    raise RequestError(f"{where}.exclude", f"must be a list of action ids, got {exclude!r}")
+                for j, a in enumerate(exclude):
+                    idx = self._index.get((type(a), a)) if type(a) is str or type(a) is int else None
+                    if idx is None:
+                        raise RequestError(f"{where}.exclude[{j}]", f"unknown action id {a!r}; known: {self.action_ids[:10]}")
+                    req.exclude.append(idx)
+            k = r.get("k", 1)
+            if type(k) is not int or not 1 <= k <= slate:
+                raise RequestError(f"{where}.k", f"must be an integer in [1, {slate}] (the slate size), got {k!r}")
+            req.k = k
+            pushes = r.get("pushes_in_window")
+            if pushes is not None and (type(pushes) is not int or pushes < 0):
+                raise RequestError(f"{where}.pushes_in_window", f"must be an integer >= 0, got {pushes!r}")
+            if cap is not None and pushes is None:
+                raise RequestError(f"{where}.pushes_in_window",
+                                   f"required: this policy caps pushes at {cap} per window")
+            req.pushes = pushes
+            out.append(req)
+        return out
+
+    def _records(self, parsed: list[_Request], decisions: list[Decision]) -> list[dict[str, Any]]:
+        now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        records = []
+        for r, d in zip(parsed, decisions, strict=True):
+            rec = {"request_id": d.request_id, "timestamp": now, "policy_version": d.policy_version,
+                   "context": r.context, "actions": d.actions, "propensities": d.propensities}
+            if r.exclude:
+                rec["exclude"] = [self.action_ids[j] for j in r.exclude]
+            if r.pushes is not None:
+                rec["pushes_in_window"] = r.pushes
+            records.append(rec)
+        return records
