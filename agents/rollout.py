@@ -1,0 +1,283 @@
+"""The one simulator-evaluation harness: every agent's numbers are computed here, the same way.
+
+`rollout(policy, env_or_factory, n_users, n_seeds, seed)` runs one episode for each of n_users
+simulated users at once in a `BatchedPushEnv` (the policy gets the (n_users, D) observation
+batch every day), repeats it for n_seeds independent seeds, and reports every metric as the
+mean over seeds with a 95% t-interval over the per-seed values.
+
+Shapes (S = n_seeds, n = n_users, T = the env's max_episode_steps, k = slate size):
+    actions    (S, n, T, k) int64: env actions the policy chose (n_allowed = push nothing),
+               -1 once the user's episode has ended
+    promotions (S, n, T, k) int64: catalogue index of each promotion pushed, -1 = none
+    outcomes   {"reward", "click", "conversion", "revenue", "pushed", "unsubscribed"}:
+               (S, n, T) float64, 0 once the episode has ended
+    active     (S, n, T) bool: the user's episode was running on day t
+    users      (S, n) int64: the pool row (shop.contexts) of each user
+
+`learn_online(agent, env, n_steps, batch)` trains any object with `act(contexts, rng) ->
+(actions, propensities)` and `update(contexts, actions, rewards)` online in the batched env.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from gymnasium.vector import AutoresetMode
+from scipy import stats
+
+from pushrl.envs import diversity
+from pushrl.envs.batched_env import BatchedPushEnv
+from pushrl.policies.policy import Policy
+
+EnvFactory = Callable[[int], BatchedPushEnv]
+"""Builds a BatchedPushEnv of the given number of users."""
+
+METRICS = ("reward_per_user", "click_rate", "conversions_per_user", "revenue_per_user",
+           "unsubscribe_rate", "pushes_per_user", "catalogue_coverage", "intra_list_diversity",
+           "category_novelty", "exposure_gini")
+OUTCOMES = ("reward", "click", "conversion", "revenue", "pushed", "unsubscribed")
+CONFIDENCE = 0.95
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Mean over seeds and its 95% t-interval (nan bounds with fewer than two finite seeds)."""
+
+    mean: float
+    ci_low: float
+    ci_high: float
+
+
+def estimate(values: np.ndarray, confidence: float = CONFIDENCE) -> Estimate:
+    """Mean and t-interval of the finite entries of `values` (n_seeds,)."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if len(v) == 0:
+        return Estimate(float("nan"), float("nan"), float("nan"))
+    mean = float(v.mean())
+    if len(v) < 2:
+        return Estimate(mean, float("nan"), float("nan"))
+    half = float(stats.t.ppf(0.5 + confidence / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
+    return Estimate(mean, mean - half, mean + half)
+
+
+@dataclass(frozen=True, eq=False)
+class RolloutResult:
+    """Per-user trajectories and per-seed metrics of `rollout` (shapes in the module docstring)."""
+
+    per_seed: dict[str, np.ndarray]
+    """metric name -> (n_seeds,) value of each seed (names in METRICS)."""
+    actions: np.ndarray
+    promotions: np.ndarray
+    outcomes: dict[str, np.ndarray]
+    active: np.ndarray
+    users: np.ndarray
+
+    @property
+    def n_seeds(self) -> int:
+        return int(self.active.shape[0])
+
+    @property
+    def n_users(self) -> int:
+        return int(self.active.shape[1])
+
+    @property
+    def metrics(self) -> dict[str, Estimate]:
+        """metric name -> mean over seeds with its 95% CI."""
+        return {m: estimate(self.per_seed[m]) for m in METRICS}
+
+    def to_frame(self, name: str = "policy") -> pd.DataFrame:
+        """One row (index `name`): each metric's mean, `<metric>_ci_low`, `<metric>_ci_high`."""
+        row: dict[str, float | int] = {}
+        for m, e in self.metrics.items():
+            row.update({m: e.mean, f"{m}_ci_low": e.ci_low, f"{m}_ci_high": e.ci_high})
+        row.update(n_users=self.n_users, n_seeds=self.n_seeds)
+        return pd.DataFrame([row], index=pd.Index([name], name="policy"))
+
+
+def _check_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def resolve_env(env_or_factory: BatchedPushEnv | EnvFactory, n_users: int | None) -> BatchedPushEnv:
+    """The env to run: the given one (n_users None or its num_envs) or factory(n_users)."""
+    if isinstance(env_or_factory, BatchedPushEnv):
+        if n_users is not None and n_users != env_or_factory.num_envs:
+            raise ValueError(f"n_users={n_users} differs from the env's num_envs={env_or_factory.num_envs}; "
+                             "pass n_users=None or an env factory to choose the number of users")
+        env = env_or_factory
+    elif callable(env_or_factory):
+        if n_users is None:
+            raise ValueError("n_users is required when an env factory is given")
+        n_users = _check_int("n_users", n_users, 1)
+        env = env_or_factory(n_users)
+        if not isinstance(env, BatchedPushEnv) or env.num_envs != n_users:
+            raise ValueError(f"the env factory must return a BatchedPushEnv of n_users={n_users} users, got "
+                             f"{type(env).__name__} with num_envs={getattr(env, 'num_envs', None)}")
+    else:
+        raise TypeError(f"env_or_factory must be a BatchedPushEnv or a callable n_users -> BatchedPushEnv, "
+                        f"got {type(env_or_factory).__name__}")
+    return env
+
+
+def env_n_actions(env: BatchedPushEnv) -> int:
+    """Actions per slot of the env: its promotions plus "push nothing"."""
+    return env.dynamics.n_allowed + 1
+
+
+def _check_policy(policy: Any, env: BatchedPushEnv) -> None:
+    if not isinstance(policy, Policy):
+        raise TypeError(f"policy must implement the Policy protocol (n_actions, action_probabilities, act), "
+                        f"got {type(policy).__name__}")
+    if policy.n_actions != env_n_actions(env):
+        raise ValueError(f"policy.n_actions={policy.n_actions} but the env has {env_n_actions(env)} actions per slot "
+                         f"({env.dynamics.n_allowed} promotions + push nothing)")
+
+
+def _policy_actions(policy: Policy, obs: np.ndarray, rng: np.random.Generator, k: int) -> np.ndarray:
+    a = np.asarray(policy.act(obs, rng)[0])
+    n = len(obs)
+    if a.shape not in ((n, k), (n,) if k == 1 else (n, k)):
+        raise ValueError(f"policy.act returned actions of shape {a.shape}, expected ({n},) or ({n}, {k}) "
+                         f"for slate_size={k}")
+    if not np.issubdtype(a.dtype, np.integer):
+        raise ValueError(f"policy.act must return integer actions, got dtype {a.dtype}")
+    return a.reshape(n, k).astype(np.int64, copy=False)
+
+
+def _seed_pairs(seed: int, n: int) -> list[tuple[int, int]]:
+    """n independent (env seed, policy seed) pairs split from one seed."""
+    pairs = []
+    for child in np.random.SeedSequence(seed).spawn(n):
+        env_ss, pol_ss = child.spawn(2)
+        pairs.append((int(env_ss.generate_state(1)[0]), int(pol_ss.generate_state(1)[0])))
+    return pairs
+
+
+def rollout(policy: Policy, env_or_factory: BatchedPushEnv | EnvFactory, n_users: int | None = None,
+            n_seeds: int = 5, seed: int = 0) -> RolloutResult:
+    """Evaluate `policy` on one episode of each of n_users users, for n_seeds seeds.
+
+    Args:
+        policy: any Policy; `act(observations (n_users, D), rng)` is called once per day.
+        env_or_factory: a BatchedPushEnv (its num_envs users) or a callable n_users -> BatchedPushEnv.
+            Its `max_episode_steps` is the episode length T; any autoreset mode works.
+        n_users, n_seeds, seed: users per seed, independent repetitions, the one seed they split from.
+    """
+    env = resolve_env(env_or_factory, n_users)
+    n_seeds = _check_int("n_seeds", n_seeds, 1)
+    seed = _check_int("seed", seed, 0)
+    _check_policy(policy, env)
+    if env.max_episode_steps is None:
+        raise ValueError("the env's max_episode_steps is None: rollout needs finite episodes "
+                         "(build the env with max_episode_steps=T)")
+    n, horizon, k = env.num_envs, env.max_episode_steps, env.config.slate_size
+    actions = np.full((n_seeds, n, horizon, k), -1, dtype=np.int64)
+    promotions = np.full((n_seeds, n, horizon, k), -1, dtype=np.int64)
+    outcomes = {o: np.zeros((n_seeds, n, horizon)) for o in OUTCOMES}
+    active = np.zeros((n_seeds, n, horizon), dtype=bool)
+    users = np.zeros((n_seeds, n), dtype=np.int64)
+    for s, (env_seed, policy_seed) in enumerate(_seed_pairs(seed, n_seeds)):
+        rng = np.random.default_rng(policy_seed)
+        obs, info = env.reset(seed=env_seed)
+        users[s] = info["user"]
+        running = np.ones(n, dtype=bool)
+        for t in range(horizon):
+            a = _policy_actions(policy, obs, rng, k)
+            obs, reward, terminated, truncated, info = env.step(a)
+            active[s, :, t] = running
+            actions[s, running, t] = a[running]
+            promotions[s, running, t] = info["promotions"][running]
+            outcomes["reward"][s, :, t] = np.where(running, reward, 0.0)
+            for o in OUTCOMES[1:]:
+                if o in info:
+                    outcomes[o][s, :, t] = np.where(running, info[o], 0.0)
+            done = terminated | truncated
+            running &= ~done
+            if env.autoreset_mode is AutoresetMode.DISABLED and done.any():
+                obs, _ = env.reset(options={"reset_mask": done})
+            if not running.any():
+                break
+    has = {o: o in ("reward", "pushed", "unsubscribed") or o in env.dynamics.outcomes for o in OUTCOMES}
+    per_seed = {m: np.array([_metrics(env, promotions[s], {o: v[s] for o, v in outcomes.items()}, has)[m]
+                             for s in range(n_seeds)]) for m in METRICS}
+    return RolloutResult(per_seed, actions, promotions, outcomes, active, users)
+
+
+def _metrics(env: BatchedPushEnv, promotions: np.ndarray, out: dict[str, np.ndarray],
+             has: dict[str, bool]) -> dict[str, float]:
+    """Every metric of one seed: promotions (n, T, k), outcomes (n, T)."""
+    nan = float("nan")
+    pushes = out["pushed"].sum()
+    cats = env.shop.categories
+    report = diversity.diversity_report(promotions, cats, env.config.history_decay, out["unsubscribed"] > 0)
+    return {
+        "reward_per_user": float(out["reward"].sum(axis=1).mean()),
+        "click_rate": float(out["click"].sum() / pushes) if pushes > 0 else nan,
+        "conversions_per_user": float(out["conversion"].sum(axis=1).mean()) if has["conversion"] else nan,
+        "revenue_per_user": float(out["revenue"].sum(axis=1).mean()) if has["revenue"] else nan,
+        **report,
+    }
+
+
+@dataclass(frozen=True)
+class OnlineLearningResult:
+    """What `learn_online` saw: per-step means over the env's users, and counts."""
+
+    mean_reward: np.ndarray
+    """(n_steps,) mean env reward per user on each step."""
+    push_rate: np.ndarray
+    """(n_steps,) share of users pushed on each step."""
+    n_decisions: int
+    n_updates: int
+    """Calls of `agent.update`."""
+
+
+def learn_online(agent: Any, env: BatchedPushEnv, n_steps: int, batch: int = 1, seed: int = 0) -> OnlineLearningResult:
+    """Train a bandit-like agent online in a batched env (k = 1, SAME_STEP autoreset).
+
+    Each env step the agent chooses for all env.num_envs users with `agent.act(observations, rng)`
+    (actions are env actions, n_allowed = push nothing); every `batch` steps it gets
+    `agent.update(observations, actions, rewards)` with the rows of those steps (the env's reward,
+    λ term and costs included). The env is reset with a seed split from `seed`.
+    """
+    for method in ("act", "update"):
+        if not callable(getattr(agent, method, None)):
+            raise TypeError(f"agent must have act(contexts, rng) and update(contexts, actions, rewards); "
+                            f"{type(agent).__name__} has no {method}()")
+    if not isinstance(env, BatchedPushEnv):
+        raise TypeError(f"env must be a BatchedPushEnv, got {type(env).__name__}")
+    if env.config.slate_size != 1:
+        raise ValueError(f"learn_online needs slate_size=1 (one action per user), the env has slate_size={env.config.slate_size}")
+    if env.autoreset_mode is not AutoresetMode.SAME_STEP:
+        raise ValueError(f"learn_online needs autoreset_mode=SAME_STEP, the env has {env.autoreset_mode}")
+    n_steps = _check_int("n_steps", n_steps, 1)
+    batch = _check_int("batch", batch, 1)
+    seed = _check_int("seed", seed, 0)
+    n_actions = getattr(agent, "n_actions", None)
+    if n_actions is not None and n_actions != env_n_actions(env):
+        raise ValueError(f"agent.n_actions={n_actions} but the env has {env_n_actions(env)} actions "
+                         f"({env.dynamics.n_allowed} promotions + push nothing)")
+    env_seed, act_seed = _seed_pairs(seed, 1)[0]
+    rng = np.random.default_rng(act_seed)
+    obs, _ = env.reset(seed=env_seed)
+    n = env.num_envs
+    mean_reward, push_rate = np.empty(n_steps), np.empty(n_steps)
+    buffer: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    updates = 0
+    for step in range(n_steps):
+        a = _policy_actions(agent, obs, rng, 1)[:, 0]
+        next_obs, reward, _, _, info = env.step(a)
+        buffer.append((obs, a, reward))
+        mean_reward[step], push_rate[step] = reward.mean(), info["pushed"].mean()
+        obs = next_obs
+        if len(buffer) == batch or step == n_steps - 1:
+            agent.update(*(np.concatenate(parts) for parts in zip(*buffer, strict=True)))
+            buffer, updates = [], updates + 1
+    return OnlineLearningResult(mean_reward, push_rate, n_steps * n, updates)
