@@ -95,7 +95,8 @@ class EvalConfig:
     split: str = "test"  # test | all
     n_bootstrap: int = 200
     alpha: float = 0.05
-    recommended: str = "snips"  # the estimator used to choose (see docs/ope.md, estimator selection)
+    recommended: str = "auto"  # auto: chosen by a synthetic study shaped like the log (experiments/selection.py)
+    selection_seeds: int = 30
     reward_model: str = "mean"  # DM/DR regression, cross-fitted: mean (per action x position) | response_model
     n_folds: int = 5
     clip: float | None = None

@@ -11,6 +11,7 @@ from pushrl.envs.atomic import write_json
 from pushrl.envs.logged_data import LoggedData
 from pushrl.envs.split import split_log
 from pushrl.experiments.outputs import RunFolder
+from pushrl.experiments.pipeline import choose_estimator
 from pushrl.policies.evaluation import EstimatorSettings, PolicyEvaluation, evaluate_policy
 from pushrl.policies.external import ExternalPolicy, load_external_policy
 from pushrl.policies.ope import cross_fit_mean_rewards
@@ -65,12 +66,13 @@ def evaluate_command(cfg: DictConfig, data: LoggedData, run: RunFolder, reward: 
     q_hat = cross_fit_mean_rewards(r, sub.action, sub.position, data.n_actions, data.n_positions,
                                    n_folds=cfg.eval.n_folds, seed=cfg.seed)
     identified = not bool(np.all(sub.pscore == 1.0))
+    settings = EstimatorSettings(clip=cfg.eval.clip, switch_threshold=cfg.eval.switch_threshold,
+                                 dros_lambda=cfg.eval.dros_lambda)
+    rec = choose_estimator(cfg, sub, settings, run, "selection") if identified else "dm"
     ev = evaluate_policy(
         policy=name, data=data.name, split=cfg.eval.split, action_dist=np.ascontiguousarray(dist), reward=r,
         action=sub.action, pscore=sub.pscore, position=sub.position, estimated_rewards=q_hat,
-        recommended=cfg.eval.recommended,
-        settings=EstimatorSettings(clip=cfg.eval.clip, switch_threshold=cfg.eval.switch_threshold,
-                                   dros_lambda=cfg.eval.dros_lambda),
+        recommended=rec, settings=settings,
         n_bootstrap=cfg.eval.n_bootstrap, alpha=cfg.eval.alpha, seed=cfg.seed, identified=identified,
     )
     path = write_json(run.path("evaluation.json"), ev.to_json())

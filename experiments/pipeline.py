@@ -24,6 +24,7 @@ from pushrl.envs.split import Split
 from pushrl.experiments import plots
 from pushrl.experiments.agents import ResponseBandit, train_agents
 from pushrl.experiments.outputs import RunFolder
+from pushrl.experiments.selection import selection_markdown, selection_study
 from pushrl.policies.evaluation import EstimatorSettings, PolicyEvaluation, evaluate_policy
 from pushrl.policies.policy import to_action_dist
 
@@ -123,6 +124,7 @@ def run_dataset(cfg: DictConfig, data: LoggedData, split: Split, default_objecti
          for k in range(data.n_positions)], axis=2)
     settings = EstimatorSettings(clip=cfg.eval.clip, switch_threshold=cfg.eval.switch_threshold,
                                  dros_lambda=cfg.eval.dros_lambda)
+    rec = choose_estimator(cfg, split.test, settings, run, key)
     evaluations: dict[str, PolicyEvaluation] = {}
     sim_rows = []
     for name, agent in agents.items():
@@ -135,7 +137,7 @@ def run_dataset(cfg: DictConfig, data: LoggedData, split: Split, default_objecti
         evaluations[name] = evaluate_policy(
             policy=name, data=data.name, split="test", action_dist=to_action_dist(probs, data.n_positions),
             reward=eval_reward, action=split.test.action, pscore=split.test.pscore, position=split.test.position,
-            estimated_rewards=q_hat, recommended=cfg.eval.recommended, settings=settings,
+            estimated_rewards=q_hat, recommended=rec, settings=settings,
             n_bootstrap=cfg.eval.n_bootstrap, alpha=cfg.eval.alpha, seed=cfg.seed,
         )
     sim = pd.DataFrame(sim_rows).set_index("policy")
@@ -144,11 +146,10 @@ def run_dataset(cfg: DictConfig, data: LoggedData, split: Split, default_objecti
     write_text(out_dir / "simulator.csv", sim.to_csv())
     for name, e in evaluations.items():
         write_json(out_dir / "evaluations" / f"{name}.json", e.to_json())
-    plots.ope_plot(ope, evaluations[next(iter(evaluations))].logging, cfg.eval.recommended, out_dir / "ope.png",
+    plots.ope_plot(ope, evaluations[next(iter(evaluations))].logging, rec, out_dir / "ope.png",
                    f"{key}: OPE on held-out rows ({objective.name})")
 
     # 5. choice: the best recommended-estimator value whose CI lower bound beats the logging policy
-    rec = cfg.eval.recommended
     logging_value = next(iter(evaluations.values())).logging
     ranked = sorted(evaluations.values(), key=lambda e: e.estimates[rec].value, reverse=True)
     confident = [e for e in ranked if e.estimates[rec].ci_low > logging_value.value and e.policy != "logging"]
@@ -167,6 +168,18 @@ def run_dataset(cfg: DictConfig, data: LoggedData, split: Split, default_objecti
                           "logging_value": logging_value.value})
     _report_sections(run, key, data, split, objective, report, fid, sim, evaluations, rec, chosen, why, bool(curves))
     return DatasetResult(key, objective.name, chosen, evaluations, sim)
+
+
+def choose_estimator(cfg: DictConfig, data: LoggedData, settings: EstimatorSettings, run: RunFolder, key: str) -> str:
+    """`eval.recommended`, or with 'auto' the winner of a synthetic study shaped like `data` (report section)."""
+    if cfg.eval.recommended != "auto":
+        return cfg.eval.recommended
+    table, rec = selection_study(data.n_rounds, data.n_actions, data.n_positions, settings,
+                                 n_seeds=cfg.eval.selection_seeds, seed=cfg.seed)
+    write_text(run.path(key, "estimator_selection.csv"), table.to_csv(index=False))
+    run.add_section(f"{key}: estimator selection (synthetic ground truth)",
+                    selection_markdown(table, rec, data.n_rounds, cfg.eval.selection_seeds))
+    return rec
 
 
 def _fmt(x: float) -> str:
