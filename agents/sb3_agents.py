@@ -34,6 +34,7 @@ import pandas as pd
 from stable_baselines3 import A2C, DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.vec_env import VecMonitor
 
 from pushrl.agents.rollout import rollout
@@ -298,6 +299,8 @@ def train_sb3(config: SB3AgentConfig, env_factory: EnvFactory, run_dir: str | Pa
     else:
         model = cls(config.policy, venv, learning_rate=config.learning_rate, seed=config.seed, device=config.device,
                     tensorboard_log=tb, verbose=0, **config.algorithm_kwargs())
+    if tb is None:  # SB3 would otherwise make a /tmp/SB3-<time> folder for its default logger
+        model.set_logger(Logger(folder=None, output_formats=[]))
     write_json(run_dir / "config.json", dataclasses.asdict(config), default=repr)
     checkpointer = CheckpointCallback(ckpt_dir, config.algo, config.checkpoint_freq, config.keep_checkpoints)
     chain: list[BaseCallback] = [checkpointer]

@@ -7,6 +7,7 @@ library call into pushrl.envs / pushrl.policies / pushrl.agents.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,6 +15,7 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from pushrl.agents.export_policies import export_policy
 from pushrl.envs.atomic import write_json, write_text
 from pushrl.envs.fidelity import mean_ci, replay_fidelity
 from pushrl.envs.logged_data import LoggedData
@@ -162,11 +164,29 @@ def run_dataset(cfg: DictConfig, data: LoggedData, split: Split, default_objecti
         why = (f"no policy's {rec} 95% CI lower bound is above the logging policy's value ({logging_value.value:.5g}); "
                f"the best point estimate is {ranked[0].policy} ({ranked[0].estimates[rec].value:.5g}), "
                "not a confident improvement, so keep the logging policy and collect more data")
+    # 6. export: the chosen policy, and the best learned candidate beside it if that is another one
+    best_learned = next((e.policy for e in ranked if agents[e.policy].kind != "baseline"), None)
+    exports = {"artifact": chosen}
+    if best_learned and best_learned != chosen:
+        exports["candidate_artifact"] = best_learned
+    artifact_paths = {}
+    for folder, name in exports.items():
+        e = evaluations[name]
+        say(f"[bold]{key}[/bold]: exporting {name} to {out_dir / folder}")
+        artifact_paths[folder] = export_policy(
+            agents[name].policy, name, model.encoder, data.action_ids, out_dir / folder,
+            no_push_action=objective_no_push(cfg, data),
+            metadata={"data_fingerprint": data.fingerprint(),
+                      "training_config": {"seed": int(cfg.seed), "hparams": agents[name].hparams, "objective": objective.name},
+                      "metrics": {f"ope_{k}": e.estimates[k].value for k in e.estimates}
+                      | {"simulator_value": float(sim.loc[name, "simulator_value"])}},
+        )
     run.add_metrics(key, {"objective": objective.name, "chosen": chosen,
                           "simulator": sim["simulator_value"].to_dict(),
                           "ope": {n: {k: e.estimates[k].value for k in e.estimates} for n, e in evaluations.items()},
                           "logging_value": logging_value.value})
-    _report_sections(run, key, data, split, objective, report, fid, sim, evaluations, rec, chosen, why, bool(curves))
+    _report_sections(run, key, data, split, objective, report, fid, sim, evaluations, rec, chosen, why, bool(curves),
+                     artifact_paths)
     return DatasetResult(key, objective.name, chosen, evaluations, sim)
 
 
@@ -182,15 +202,25 @@ def choose_estimator(cfg: DictConfig, data: LoggedData, settings: EstimatorSetti
     return rec
 
 
+def objective_no_push(cfg: DictConfig, data: LoggedData):
+    """The log's no-push action id, if it has one."""
+    ids = data.action_ids.tolist()
+    return cfg.objective.no_push_action if cfg.objective.no_push_action in ids else None
+
+
 def _fmt(x: float) -> str:
     return f"{x:.5g}"
 
 
 def _report_sections(run: RunFolder, key: str, data: LoggedData, split: Split, objective: Objective, report,
                      fid: pd.DataFrame, sim: pd.DataFrame, evaluations: dict[str, PolicyEvaluation], rec: str,
-                     chosen: str, why: str, has_curves: bool) -> None:
+                     chosen: str, why: str, has_curves: bool, artifacts: dict[str, Path]) -> None:
     chosen_eval = evaluations[chosen]
     md = [f"**Ship: `{chosen}`** — {why}.", ""]
+    md.append(f"Artifact: `{artifacts['artifact']}` (serve it: `pushrl serve {artifacts['artifact']}`).")
+    if "candidate_artifact" in artifacts:
+        md.append(f"Best learned candidate (not shipped; try it in shadow mode or an A/B test): `{artifacts['candidate_artifact']}`.")
+    md.append("")
     if chosen != "logging":
         lift = chosen_eval.lift(rec)
         md.append(f"Lift over the logging policy ({rec}): {lift:+.1%}; simulator value "

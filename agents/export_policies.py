@@ -1,0 +1,101 @@
+"""Turn each trained policy into a torch scorer over encoded contexts, then an artifact.
+
+Agents in `pushrl run` see the response model's encoded context plus an
+intercept column; the serving runtime feeds the ONNX model the encoded context
+only, so every scorer appends the intercept itself. What is exported:
+
+    epsilon_greedy  linear scores θᵀx, runtime ε-greedy (exact)
+    softmax         linear scores θᵀx, runtime softmax at the same temperature (exact)
+    linucb          θᵀx + α·sqrt(xᵀA⁻¹x), runtime greedy (exact)
+    lints           posterior mean θᵀx, runtime greedy: Thompson sampling's randomisation
+                    is not reproduced in ONNX (stated in the manifest's training_config)
+    uniform / logging / most_popular   their constant probabilities (exact)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pushrl.agents.bandits.linear import EpsilonGreedy, LinTS, LinUCB, Softmax
+from pushrl.agents.export import LinearUCBScorer, export_scorer
+from pushrl.envs.features import ContextEncoder
+from pushrl.policies.artifact import Exploration
+from pushrl.policies.baselines import LoggingPolicyReplay, MostPopular, UniformRandom
+from pushrl.policies.policy import Policy
+
+
+class WithIntercept(torch.nn.Module):
+    """Appends the constant-1 column the agents were trained with."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(torch.cat([x, torch.ones_like(x[:, :1])], dim=1))
+
+
+class LinearScorer(torch.nn.Module):
+    """Per-action linear scores x @ θᵀ (θ: (A, d))."""
+
+    def __init__(self, theta: np.ndarray, scale: float = 1.0) -> None:
+        super().__init__()
+        self.register_buffer("theta", torch.from_numpy(np.asarray(theta, np.float32) * np.float32(scale)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.theta.T
+
+
+class ConstantProbabilities(torch.nn.Module):
+    """The same probability vector for every context (context-free policies)."""
+
+    def __init__(self, probabilities: np.ndarray) -> None:
+        super().__init__()
+        self.register_buffer("p", torch.from_numpy(np.asarray(probabilities, np.float32)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, :1] * 0.0 + self.p[None, :]
+
+
+def scorer_for(policy: Policy) -> tuple[torch.nn.Module, Exploration, str, str]:
+    """(module over encoded contexts, runtime exploration, ONNX output kind, note)."""
+    if isinstance(policy, EpsilonGreedy):
+        return WithIntercept(LinearScorer(policy.stats.theta)), Exploration("epsilon", epsilon=policy.epsilon), "scores", "exact"
+    if isinstance(policy, Softmax):
+        return (WithIntercept(LinearScorer(policy.stats.theta)), Exploration("softmax", temperature=policy.temperature),
+                "scores", "exact")
+    if isinstance(policy, LinUCB):
+        return WithIntercept(LinearUCBScorer(policy.stats.theta, policy.stats.A_inv, policy.alpha)), Exploration(), "scores", "exact"
+    if isinstance(policy, LinTS):
+        return (WithIntercept(LinearScorer(policy.stats.theta)), Exploration(), "scores",
+                "Thompson sampling exported as its greedy posterior-mean policy (no sampling in ONNX)")
+    if isinstance(policy, UniformRandom | LoggingPolicyReplay | MostPopular):
+        probs = policy.action_probabilities(np.zeros((1, policy.n_features or 1)))[0]
+        return ConstantProbabilities(probs), Exploration(), "probabilities", "exact"
+    raise ValueError(f"no exporter for policy type {type(policy).__name__}; exportable: epsilon_greedy, softmax, "
+                     "linucb, lints, uniform, logging, most_popular (SB3: pushrl.agents.sb3_policy.probability_module)")
+
+
+def export_policy(
+    policy: Policy,
+    name: str,
+    encoder: ContextEncoder,
+    action_ids: Sequence[Any],
+    folder: str | Path,
+    *,
+    no_push_action: Any | None = None,
+    metadata: dict[str, Any] | None = None,
+    parity_rows: int = 10_000,
+) -> Path:
+    """Export a trained policy to an artifact folder (atomic; ONNX parity checked by `export_scorer`)."""
+    module, exploration, output, note = scorer_for(policy)
+    meta = dict(metadata or {})
+    meta["training_config"] = {**meta.get("training_config", {}), "agent": name, "export": note}
+    return export_scorer(module.eval(), encoder, [a.item() if hasattr(a, "item") else a for a in action_ids], folder,
+                         exploration=exploration, output=output, no_push_action=no_push_action, policy_kind=name,
+                         metadata=meta, parity_rows=parity_rows)
