@@ -2,6 +2,8 @@
 
     pushrl data describe PATH|DATASET [options]   validate a log and summarise it
     pushrl abtest plan|simulate [options]          plan / simulate the online A/B test
+    pushrl serve ARTIFACT [--host H --port N]      the HTTP decision service (loopback by default)
+    pushrl loadtest ARTIFACT [options]             bounded loopback load test of that service
     pushrl run [overrides]                         the whole pipeline (Hydra)
     pushrl describe|evaluate [overrides]           one stage (Hydra)
     pushrl [overrides]                             same as `pushrl run`
@@ -64,6 +66,49 @@ def data_describe(argv: list[str]) -> int:
     return 0
 
 
+def serve_cli(argv: list[str]) -> int:
+    """`pushrl serve ARTIFACT`: POST /v1/decide, GET /healthz, GET /v1/policy."""
+    parser = argparse.ArgumentParser(prog="pushrl serve", description=serve_cli.__doc__)
+    parser.add_argument("artifact", help="artifact folder (policy.onnx + manifest.json)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--seed", type=int, default=None, help="seed of the exploration sampler")
+    parser.add_argument("--decision-log", default=None, help="folder for the decision log (JSON lines, rotated)")
+    parser.add_argument("--no-admin", action="store_true", help="disable POST /v1/admin/reload")
+    args = parser.parse_args(argv)
+    from pushrl.policies.artifact import ArtifactError
+    from pushrl.policies.serving.http import serve
+
+    try:
+        serve(args.artifact, host=args.host, port=args.port, seed=args.seed, decision_log=args.decision_log,
+              enable_admin=not args.no_admin)
+    except ArtifactError as exc:
+        print(f"pushrl serve: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def loadtest_cli(argv: list[str]) -> int:
+    """`pushrl loadtest ARTIFACT`: start the service on loopback, send a bounded load, report p50/p99."""
+    parser = argparse.ArgumentParser(prog="pushrl loadtest", description=loadtest_cli.__doc__)
+    parser.add_argument("artifact")
+    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--time-limit", type=float, default=30.0, help="seconds; the test stops by itself")
+    args = parser.parse_args(argv)
+    from pushrl.policies.artifact import load_artifact
+    from pushrl.policies.serving.loadtest import ServerProcess, random_requests, run_load
+
+    manifest = load_artifact(args.artifact).manifest
+    requests = random_requests(manifest, 1000)
+    with ServerProcess(args.artifact) as server:
+        result = run_load(server.url, requests, n_calls=args.calls, concurrency=args.concurrency,
+                          batch_size=args.batch_size, time_limit_s=args.time_limit)
+    print(result)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["data"]:
@@ -71,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
             print("usage: pushrl data describe PATH|DATASET [options]", file=sys.stderr)
             return 2
         return data_describe(argv[2:])
+    if argv[:1] == ["serve"]:
+        return serve_cli(argv[1:])
+    if argv[:1] == ["loadtest"]:
+        return loadtest_cli(argv[1:])
     if argv[:1] == ["abtest"]:
         from pushrl.policies.abtest.cli import abtest_main
 
@@ -79,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in COMMANDS:
         command, argv = argv[0], argv[1:]
     elif argv and not ("=" in argv[0] or argv[0].startswith("-")):
-        print(f"unknown command {argv[0]!r}; commands: data describe, abtest, {', '.join(COMMANDS)}", file=sys.stderr)
+        print(f"unknown command {argv[0]!r}; commands: data describe, abtest, serve, loadtest, {', '.join(COMMANDS)}",
+              file=sys.stderr)
         return 2
     from pushrl.experiments.app import hydra_app
 
