@@ -22,6 +22,7 @@ class TrainedAgent:
     policy: Policy
     hparams: dict[str, Any]
     online_rewards: np.ndarray | None = None  # per-batch mean reward while learning in the simulator
+    regret: np.ndarray | None = None  # per-decision expected regret against the simulator's best action
 
 
 def check_agent_names(names: list[str]) -> None:
@@ -33,12 +34,20 @@ def check_agent_names(names: list[str]) -> None:
 
 
 class ResponseBandit:
-    """The one-step simulator a bandit learns in: users drawn from a context pool, outcomes from the response model."""
+    """The one-step simulator a bandit learns in: users drawn from a context pool, outcomes from a response.
+
+    `expected(rows)` gives the (n, A) expected objective of pool rows: the learned response model's, or the
+    synthetic truth's (then `expected_rewards` makes `run_online` record regret against the oracle).
+    """
 
     def __init__(self, pool: np.ndarray, features: Callable[[np.ndarray], np.ndarray],
                  expected: Callable[[np.ndarray], np.ndarray]) -> None:
         self.pool, self.features, self.expected = pool, features, expected
         self._rows: np.ndarray | None = None
+
+    def expected_rewards(self, contexts: np.ndarray) -> np.ndarray:
+        """(n, A) expected objective of the users just drawn (for regret)."""
+        return self.expected(self._rows)
 
     def draw_contexts(self, n: int, rng: np.random.Generator) -> np.ndarray:
         rows = rng.integers(0, len(self.pool), size=n)
@@ -89,5 +98,6 @@ def train_agents(
                 progress(f"  {name}: {online_rounds:,} online rounds in the simulator")
                 res = bandit.run_online(simulator, online_rounds, batch_size, np.random.default_rng(ss))
                 curve = res.rewards.reshape(-1, batch_size).mean(axis=1) if len(res.rewards) % batch_size == 0 else res.rewards
-            out[name] = TrainedAgent(name, "bandit", bandit, hp, curve)
+                regret = res.regret
+            out[name] = TrainedAgent(name, "bandit", bandit, hp, curve, regret if curve is not None else None)
     return out

@@ -86,6 +86,7 @@ class TrainConfig:
 
     online_rounds: int = 20_000
     batch_size: int = 500
+    simulator: str = "model"  # model (the learned response) | truth (synthetic data only: regret vs the oracle)
 
 
 @dataclass

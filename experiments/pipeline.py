@@ -67,7 +67,7 @@ def _logging_probabilities(data: LoggedData) -> np.ndarray:
 
 
 def run_dataset(cfg: DictConfig, data: LoggedData, split: Split, default_objective: str, run: RunFolder,
-                key: str, say) -> DatasetResult:
+                key: str, say, truth=None) -> DatasetResult:
     """The pipeline on one dataset; adds its report sections and metrics under `key`."""
     torch.set_num_threads(1)
     objective = resolve_objective(cfg.objective, data, default_objective)
@@ -104,6 +104,16 @@ def run_dataset(cfg: DictConfig, data: LoggedData, split: Split, default_objecti
         pred = model.predict(x, recent_train[rows], pool_pos[rows])
         return objective.expected(pred, data.action_ids)
 
+    simulator_name = "the learned response model"
+    if truth is not None and cfg.train.simulator == "truth":
+        # synthetic logs: bandits learn against the known truth, so regret is against the real oracle
+        x_true, seg_true, recent_true, _ = truth.row_inputs(split.train)
+
+        def expected_train(rows: np.ndarray) -> np.ndarray:  # noqa: F811
+            pred = truth.expected_all(x_true[rows], seg_true[rows], recent_true[rows], pool_pos[rows])
+            return objective.expected(pred, data.action_ids)
+
+        simulator_name = "the synthetic ground truth"
     simulator = ResponseBandit(f_train, lambda rows: f_train[rows], expected_train)
     train_reward = objective.logged(split.train)
     say(f"[bold]{key}[/bold]: training {len(cfg.agents)} agents (objective: {objective.name}) ...")
@@ -117,6 +127,10 @@ def run_dataset(cfg: DictConfig, data: LoggedData, split: Split, default_objecti
     curves = {n: a.online_rewards for n, a in agents.items() if a.online_rewards is not None}
     if curves:
         plots.learning_curves(curves, out_dir / "learning_curves.png", f"{key}: reward per batch while learning in the simulator")
+    regrets = {n: np.cumsum(a.regret) for n, a in agents.items() if a.regret is not None and np.isfinite(a.regret).all()}
+    if regrets:
+        plots.regret_curves(regrets, out_dir / "regret.png", f"{key}: cumulative regret against the oracle ({simulator_name})")
+        write_text(out_dir / "regret.csv", pd.DataFrame({n: r[:: max(1, len(r) // 200)] for n, r in regrets.items()}).to_csv())
 
     # 4. simulator value and OPE on the held-out test split ---------------------------------------
     q_test = objective.expected(model.predict(x_test, recent_test, split.test.position), data.action_ids)
@@ -249,7 +263,8 @@ def _report_sections(run: RunFolder, key: str, data: LoggedData, split: Split, o
     model_md = [report.to_markdown(), "", f"![calibration]({key}/reliability.png)"]
     run.add_section(f"{key}: response model (held-out test split)", "\n".join(model_md))
     if has_curves:
-        run.add_section(f"{key}: learning curves", f"![learning curves]({key}/learning_curves.png)")
+        extra = f"\n\n![regret]({key}/regret.png)" if (run.root / key / "regret.png").exists() else ""
+        run.add_section(f"{key}: learning curves", f"![learning curves]({key}/learning_curves.png){extra}")
 
 
 def summary_rows(results: list[DatasetResult]) -> list[dict[str, Any]]:

@@ -59,3 +59,14 @@ def learning_curves(curves: dict[str, np.ndarray], path: Path, title: str) -> Pa
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def regret_curves(curves: dict[str, np.ndarray], path: Path, title: str) -> Path:
+    fig, ax = plt.subplots(figsize=(6.5, 3.5))
+    for name, c in curves.items():
+        ax.plot(np.arange(1, len(c) + 1), c, label=name)
+    ax.set_xlabel("round")
+    ax.set_ylabel("cumulative expected regret")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    return _save(fig, path)

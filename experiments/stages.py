@@ -76,7 +76,8 @@ def stage_run(cfg: DictConfig, run: RunFolder) -> list:
         if i > 0:
             sub.objective.reward = "auto"
         data, truth, split = stage_data(sub, run)
-        results.append(run_dataset(sub, data, split, data_cfg.default_objective, run, data_cfg.name, console.print))
+        results.append(run_dataset(sub, data, split, data_cfg.default_objective, run, data_cfg.name, console.print,
+                                   truth=truth))
     return results
 
 

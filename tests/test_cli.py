@@ -11,8 +11,7 @@ def _pushrl(*args: str, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pushrl.experiments.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
 
 
-TINY = ["data=synthetic", "data.n_rows=3000", "also=[]", "train.online_rounds=1000", "train.batch_size=250",
-        "eval.n_bootstrap=50", "model.epochs=3", "progress=false"]
+TINY = ["experiment=smoke"]
 
 
 def test_run_on_synthetic_writes_run_folder(tmp_path):
