@@ -76,8 +76,7 @@ def run_dataset(cfg: DictConfig, data: LoggedData, split: Split, default_objecti
     # 1. response model ----------------------------------------------------------------------
     say(f"[bold]{key}[/bold]: fitting the response model on {split.train.n_rounds:,} rows ...")
     mcfg = ResponseModelConfig(**OmegaConf.to_container(cfg.model, resolve=True), seed=cfg.seed, progress=cfg.progress)
-    model = ResponseModel.fit(split.train, split.validation, mcfg)
-    model.save(out_dir / "response_model")
+    model = fit_or_resume(mcfg, split, out_dir / "response_model", say)
     report = model_report(model, split, out_dir, seed=cfg.seed)
     run.add_metrics(f"{key}/model", report.table.to_dict(orient="index"))
 
@@ -202,6 +201,24 @@ def run_dataset(cfg: DictConfig, data: LoggedData, split: Split, default_objecti
     _report_sections(run, key, data, split, objective, report, fid, sim, evaluations, rec, chosen, why, bool(curves),
                      artifact_paths)
     return DatasetResult(key, objective.name, chosen, evaluations, sim)
+
+
+def fit_or_resume(mcfg: ResponseModelConfig, split: Split, folder: Path, say) -> ResponseModel:
+    """Fit the response model, or reload the one a previous (interrupted) run in this folder saved for the
+    same config and the same training data; `fit.json` records both and is written last."""
+    stamp = {"config": {k: v for k, v in vars(mcfg).items() if k != "progress"},
+             "train": split.train.fingerprint(), "validation": split.validation.fingerprint()}
+    marker = folder / "fit.json"
+    if marker.exists():
+        import json
+
+        if json.loads(marker.read_text()) == json.loads(json.dumps(stamp)):
+            say(f"  reusing the response model saved in {folder}")
+            return ResponseModel.load(folder)
+    model = ResponseModel.fit(split.train, split.validation, mcfg)
+    model.save(folder)
+    write_json(marker, stamp)
+    return model
 
 
 def choose_estimator(cfg: DictConfig, data: LoggedData, settings: EstimatorSettings, run: RunFolder, key: str) -> str:

@@ -67,3 +67,13 @@ def test_wrong_type_fails_fast(tmp_path):
 def test_unknown_command():
     out = _pushrl("frobnicate")
     assert out.returncode == 2 and "unknown command" in out.stderr
+
+
+def test_rerun_in_the_same_folder_resumes_and_reproduces(tmp_path):
+    first = _pushrl("run", *TINY, f"hydra.run.dir={tmp_path}/run")
+    assert first.returncode == 0, first.stderr[-2000:]
+    metrics = (tmp_path / "run/metrics.json").read_text()
+    again = _pushrl("run", *TINY, f"hydra.run.dir={tmp_path}/run")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "reusing the response model" in again.stdout
+    assert (tmp_path / "run/metrics.json").read_text() == metrics
