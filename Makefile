@@ -37,6 +37,7 @@ test: $(STAMP_TEST)
 
 test-slow: $(STAMP_TEST)
 	@$(LINK) >/dev/null 2>&1 || $(LINK)
+	$(BIN)/pip install -q -e ".[scale]" --config-settings editable_mode=strict
 	$(BIN)/python -m pytest -m slow
 
 bench: $(STAMP_TEST)

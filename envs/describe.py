@@ -191,8 +191,15 @@ def describe_chunks(chunks: Iterable[tuple[pd.DataFrame, ResolvedColumns, Catalo
 
 
 def describe_data(data: LoggedData) -> Description:
-    """Summarise an in-memory LoggedData."""
+    """Summarise an in-memory LoggedData, with the full regime check (one action per context, contradictions)."""
+    from pushrl.envs.regime import classify_regime
+
     desc = describe_chunks([(data.frame, data.columns, data.catalogue)], data.name)
+    regime = classify_regime(data)  # raises LoggedDataError on all-1.0 propensities with several actions per context
+    if regime.regime != desc.logging_regime:
+        desc.warnings.append(f"logging regime from contexts: {regime.regime} ({regime.evidence})")
+        desc.logging_regime = regime.regime
+    desc.warnings += [w for w in regime.warnings if w not in desc.warnings]
     desc.warnings += [n for n in data.notes if "split" in n]
     return desc
 

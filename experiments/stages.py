@@ -41,6 +41,16 @@ def stage_data(cfg: DictConfig, run: RunFolder):
     md += [f"| {r} | {v:.5g} | {desc.reward_events[r]:.0f} |" for r, v in desc.rewards.items()]
     if desc.warnings:
         md += ["", "Warnings:"] + [f"- {w}" for w in desc.warnings]
+    if data.timestamp is not None and data.n_rounds >= 400:
+        from pushrl.envs.drift import drift_report
+
+        drift = drift_report(data, n_windows=4)
+        write_text(run.path(cfg.data.name, "drift.txt"), drift.to_text() + "\n")
+        top = drift.psi.max(axis=0).sort_values(ascending=False).head(5) if not drift.psi.empty else None
+        if top is not None:
+            md += ["", "Drift across 4 time windows (population stability index, largest per feature): "
+                   + ", ".join(f"{k} {v:.3f}" for k, v in top.items()) + f". Full report: `{cfg.data.name}/drift.txt`."]
+        md += [f"- {w}" for w in drift.warnings]
     md += ["", "Full description: `data/description.txt`."]
     run.add_section(f"{cfg.data.name}: data", "\n".join(md))
     console.print(f"  {data.n_rounds:,} rows, {data.n_actions} promotions; split {sizes}")
