@@ -106,6 +106,18 @@ class EvalConfig:
 
 
 @dataclass
+class AbTestConfig:
+    """How the report plans and simulates the online test of the chosen policy."""
+
+    traffic_per_day: int = 10_000
+    alpha: float = 0.05
+    power: float = 0.8
+    allocation: float = 0.5
+    default_lift: float = 0.10  # planned when OPE shows no positive lift
+    n_experiments: int = 1000
+
+
+@dataclass
 class PolicyConfig:
     """The policy `pushrl evaluate` evaluates.
 
@@ -136,6 +148,7 @@ class PushrlConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     policy: PolicyConfig = MISSING
+    abtest: AbTestConfig = field(default_factory=AbTestConfig)
 
 
 def register_configs() -> None:

@@ -18,6 +18,7 @@ GROUPS = {
     "train": schema.TrainConfig,
     "split": schema.SplitConfig,
     "eval": schema.EvalConfig,
+    "abtest": schema.AbTestConfig,
 }
 
 

@@ -25,6 +25,7 @@ from pushrl.envs.response_model import ResponseModel, ResponseModelConfig
 from pushrl.envs.split import Split
 from pushrl.experiments import plots
 from pushrl.experiments.agents import ResponseBandit, train_agents
+from pushrl.experiments.online_test import online_test_section
 from pushrl.experiments.outputs import RunFolder
 from pushrl.experiments.selection import selection_markdown, selection_study
 from pushrl.policies.evaluation import EstimatorSettings, PolicyEvaluation, evaluate_policy
@@ -200,6 +201,16 @@ def run_dataset(cfg: DictConfig, data: LoggedData, split: Split, default_objecti
                           "logging_value": logging_value.value})
     _report_sections(run, key, data, split, objective, report, fid, sim, evaluations, rec, chosen, why, bool(curves),
                      artifact_paths)
+    # 7. the online test that would confirm the candidate (the chosen policy, or the best learned one)
+    candidate = chosen if chosen != "logging" else best_learned
+    if candidate is not None:
+        test = online_test_section(cfg, evaluations[candidate], rec, float(sim.loc[candidate, "simulator_value"]),
+                                   float(sim.loc["logging", "simulator_value"]) if "logging" in sim.index
+                                   else float(logging_value.value),
+                                   binary=objective.name in ("click", "conversion", "visit"),
+                                   plot_path=out_dir / "power.png", title=f"{key}: power of the A/B test of {candidate}")
+        run.add_section(f"{key}: the online A/B test that would confirm `{candidate}`", test.markdown)
+        run.add_metrics(f"{key}/abtest", test.metrics)
     return DatasetResult(key, objective.name, chosen, evaluations, sim)
 
 

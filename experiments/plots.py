@@ -70,3 +70,15 @@ def regret_curves(curves: dict[str, np.ndarray], path: Path, title: str) -> Path
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def power_curve(days: np.ndarray, power: np.ndarray, target: float, path: Path, title: str) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.plot(days, power, marker="o", ms=3)
+    ax.axhline(target, color="grey", ls="--", label=f"target power {target:.0%}")
+    ax.set_xlabel("days of traffic")
+    ax.set_ylabel("power")
+    ax.set_ylim(0, 1)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    return _save(fig, path)

@@ -29,6 +29,8 @@ def test_run_on_synthetic_writes_run_folder(tmp_path):
     assert set(evaluation["estimates"]) == {"dm", "ips", "snips", "dr", "sndr", "switch-dr", "dr-os"}
     report = (run / "report.md").read_text()
     assert "which policy to ship" in report and "**Ship:" in report
+    assert "online A/B test that would confirm" in report and (run / "synthetic/power.png").exists()
+    assert metrics["synthetic/abtest/users_control"] > 0
     assert str(run) in out.stdout
 
 

@@ -1,0 +1,673 @@
+"""The sequential part of `pushrl run`: when to push, with fatigue and churn on.
+
+`sequential_section(cfg_seq, model=..., pool_contexts=..., ...)` builds a BatchedPushEnv over the
+fitted response model and a pool of training users' encoded contexts, then
+1. trains PPO (SB3) on it, trains contextual bandits online in the same env, and evaluates them
+   with the baselines (always push a uniformly random promotion, never push, a myopic greedy on
+   the response model) through the one `rollout` harness, on the same users and seeds;
+2. sweeps λ (the weight of category novelty in the reward) for cheap agents and draws the
+   accuracy (click rate) – diversity (category novelty, coverage) front;
+and adds two report sections. Wiring only: the env, the learners and the metrics are library calls.
+
+Units. Rewards differ by orders of magnitude between logs (OBD click ≈ 0.004 per push, Hillstrom
+spend ≈ 1), so the costs and λ of `SequentialConfig` are given in *average pushes*: one unit is the
+mean expected objective of a fresh push (no recent pushes, display slot 0) over the pool's users
+and the pushable promotions. `unsubscribe_cost = 30` means an unsubscribe costs what 30 average
+pushes earn (about one more 30-day horizon of daily pushes); λ = 1 makes a never-seen category
+worth one average push. The section prints the absolute values too.
+
+Files under `run.path(key)`: `ppo/` (SB3 checkpoints, config.json, learning_curve.csv),
+`sequential/sequential.csv`, `sequential/ppo_learning_curve.png`, `sequential/pareto.csv`,
+`sequential/pareto.png`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from pushrl.agents.bandits import BANDITS, BanditAgent, make_bandit  # noqa: E402
+from pushrl.agents.rollout import RolloutResult, estimate, learn_online, rollout  # noqa: E402
+from pushrl.agents.sb3_agents import SB3AgentConfig, train_sb3  # noqa: E402
+from pushrl.envs.atomic import write_text, write_with  # noqa: E402
+from pushrl.envs.batched_env import BatchedPushEnv  # noqa: E402
+from pushrl.envs.env_config import OBJECTIVES, REWARD_CHAIN, PushEnvConfig, Shop  # noqa: E402
+from pushrl.envs.push_env import PushDynamics  # noqa: E402
+from pushrl.envs.response import ResponseFunction  # noqa: E402
+from pushrl.experiments.outputs import RunFolder  # noqa: E402
+from pushrl.experiments.pareto import ACCURACY, DIVERSITY, front_plot, mark_front  # noqa: E402
+from pushrl.policies.baselines import greedy_probabilities  # noqa: E402
+from pushrl.policies.policy import BasePolicy, ConstantPolicy  # noqa: E402
+
+RENAMED_REWARDS = {"visit": "click", "spend": "revenue"}
+"""Log reward -> the env's outcome it plays (Hillstrom: a visit after the e-mail is its response)."""
+ENV_OBJECTIVE = {"click": "click", "visit": "click", "conversion": "conversion", "revenue": "revenue",
+                 "spend": "revenue", "profit": "revenue"}
+"""Pipeline objective -> env objective."""
+TABLE_METRICS = ("reward_per_user", "click_rate", "pushes_per_user", "unsubscribe_rate", "catalogue_coverage",
+                 "category_novelty", "exposure_gini")
+PARETO_AGENTS = ("greedy", *BANDITS)
+GREEDY = "greedy_myopic"
+
+
+@dataclass
+class SequentialConfig:
+    """The sequential section of `pushrl run` (PushrlConfig.sequential). Defaults keep it near a minute.
+
+    Costs and λ are in average pushes (see the module docstring).
+    """
+
+    enabled: bool = True
+    """Run the section at all."""
+    n_users: int = 5_000
+    """Pool size: simulated users are drawn from this many training users (all if fewer)."""
+    horizon: int = 30
+    """Days per user episode (one push opportunity a day)."""
+    ppo_timesteps: int = 100_000
+    """PPO training budget in user-days (summed over the n_envs users)."""
+    n_envs: int = 64
+    """Users PPO steps together."""
+    ppo_learning_rate: float = 3e-4
+    """PPO's Adam step size."""
+    ppo_curve_points: int = 5
+    """Learning-curve evaluations during PPO training (each 256 users x 3 seeds)."""
+    bandits: dict[str, Any] = field(default_factory=lambda: {"linucb": {"alpha": 0.5}, "epsilon_greedy": {"epsilon": 0.1}})
+    """Bandits compared with PPO: name (pushrl.agents.bandits.BANDITS) -> hyperparameters."""
+    bandit_days: int = 90
+    """Online learning steps (days) of each bandit, bandit_users users a day."""
+    bandit_users: int = 256
+    """Users a bandit decides for each online day."""
+    bandit_context_dims: int = 16
+    """Bandits see the top principal components of the user context (this many), the history part of
+    the observation and an intercept; the full ~110-wide OBD context makes LinUCB 30x slower."""
+    eval_users: int = 1_000
+    """Users per evaluation seed (the same users and seeds for every agent)."""
+    eval_seeds: int = 5
+    """Evaluation seeds; CIs are 95% t-intervals over seeds (>= 2)."""
+    fatigue_factor: float = 0.85
+    """Multiplicative fatigue per push in the last fatigue_window days (used when the response model
+    does not react to recent pushes itself, as models fitted on OBD and Hillstrom do not)."""
+    fatigue_window: int = 3
+    """Days over which recent pushes count for fatigue and churn."""
+    churn_logit: float = -5.5
+    """Logit of the unsubscribe probability of a push to a rested user."""
+    churn_slope: float = 0.4
+    """Increase of that logit per recent push."""
+    frequency_cap: int | None = None
+    """At most this many pushes per 7 days (None: no cap, so whether to space pushes is the agents' call)."""
+    unsubscribe_cost: float = 30.0
+    """Reward lost when a user unsubscribes, in average pushes."""
+    push_cost: float = 0.0
+    """Cost of each push message, in average pushes."""
+    diversity_weight: float = 0.0
+    """λ of the main comparison (PPO, bandits, baselines), in average pushes."""
+    lambdas: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 1.0, 2.0, 4.0])
+    """λ values of the accuracy–diversity sweep, in average pushes."""
+    pareto_agents: list[str] = field(default_factory=lambda: ["greedy"])
+    """Agents of the sweep: "greedy" (λ-weighted myopic re-ranker, no training) and/or bandit names
+    (each learns online with λ x novelty in its reward; costs bandit_days per λ)."""
+    no_push_action: str | None = "No E-Mail"
+    """A log action meaning "send nothing" (Hillstrom): not pushable; the env's push-nothing stands for it."""
+
+    def __post_init__(self) -> None:
+        for name, low in (("n_users", 1), ("horizon", 1), ("ppo_timesteps", 1), ("n_envs", 1), ("ppo_curve_points", 0),
+                          ("bandit_days", 1), ("bandit_users", 1), ("bandit_context_dims", 1), ("eval_users", 1),
+                          ("eval_seeds", 2), ("fatigue_window", 1)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < low:
+                raise ValueError(f"SequentialConfig.{name} must be an integer >= {low}, got {v!r}")
+        if self.frequency_cap is not None and (isinstance(self.frequency_cap, bool) or self.frequency_cap < 1):
+            raise ValueError(f"SequentialConfig.frequency_cap must be None or an integer >= 1, got {self.frequency_cap!r}")
+        for name in ("ppo_learning_rate", "fatigue_factor", "churn_logit", "churn_slope", "unsubscribe_cost",
+                     "push_cost", "diversity_weight"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | float) or not np.isfinite(v):
+                raise ValueError(f"SequentialConfig.{name} must be a finite number, got {v!r}")
+        if self.ppo_learning_rate <= 0 or not 0 < self.fatigue_factor <= 1:
+            raise ValueError(f"SequentialConfig: ppo_learning_rate must be > 0 and fatigue_factor in (0, 1], got "
+                             f"{self.ppo_learning_rate} and {self.fatigue_factor}")
+        for name in ("churn_slope", "unsubscribe_cost", "push_cost", "diversity_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"SequentialConfig.{name} must be >= 0, got {getattr(self, name)}")
+        lams = list(self.lambdas)
+        if not lams or any(isinstance(v, bool) or not isinstance(v, int | float) or not np.isfinite(v) or v < 0 for v in lams):
+            raise ValueError(f"SequentialConfig.lambdas must be a non-empty list of numbers >= 0, got {lams}")
+        self.lambdas = [float(v) for v in lams]
+        bandits = dict(self.bandits or {})
+        unknown = sorted(set(bandits) - set(BANDITS))
+        if unknown:
+            raise ValueError(f"SequentialConfig.bandits has unknown bandit(s) {unknown}; allowed: {sorted(BANDITS)}")
+        self.bandits = {k: dict(v or {}) for k, v in bandits.items()}
+        bad = sorted(set(self.pareto_agents) - set(PARETO_AGENTS))
+        if bad or not self.pareto_agents:
+            raise ValueError(f"SequentialConfig.pareto_agents must name one or more of {list(PARETO_AGENTS)}, got "
+                             f"{list(self.pareto_agents)}")
+        self.pareto_agents = list(self.pareto_agents)
+
+
+def as_sequential_config(cfg: Any) -> SequentialConfig:
+    """A validated SequentialConfig from a SequentialConfig, a DictConfig, a mapping or None (defaults)."""
+    if isinstance(cfg, SequentialConfig):
+        return SequentialConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)})
+    if cfg is None:
+        return SequentialConfig()
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    if not isinstance(cfg, Mapping):
+        raise TypeError(f"cfg_seq must be a SequentialConfig, a DictConfig or a mapping, got {type(cfg).__name__}")
+    known = {f.name for f in dataclasses.fields(SequentialConfig)}
+    unknown = sorted(set(cfg) - known)
+    if unknown:
+        raise ValueError(f"unknown sequential config key(s) {unknown}; allowed: {sorted(known)}")
+    return SequentialConfig(**dict(cfg))
+
+
+# --- the simulated shop ----------------------------------------------------------------------------
+
+
+class RenamedResponse:
+    """A response function whose rewards are renamed to the env's vocabulary (visit -> click, spend -> revenue)."""
+
+    def __init__(self, response: ResponseFunction, rename: Mapping[str, str]) -> None:
+        self.response, self.rename = response, dict(rename)
+        self.encoder = getattr(response, "encoder", None)  # lets Shop check the context width
+
+    @property
+    def reward_names(self) -> tuple[str, ...]:
+        return tuple(self.rename.get(r, r) for r in self.response.reward_names)
+
+    @property
+    def n_actions(self) -> int:
+        return int(self.response.n_actions)
+
+    def predict(self, contexts: np.ndarray, recent_pushes: np.ndarray, position: np.ndarray) -> dict[str, np.ndarray]:
+        return {self.rename.get(r, r): v for r, v in self.response.predict(contexts, recent_pushes, position).items()}
+
+
+def env_objective(objective_name: str, reward_names: tuple[str, ...]) -> tuple[str, dict[str, str], list[str]]:
+    """(env objective, reward renaming, notes for the report) for the pipeline's objective."""
+    rename = {r: RENAMED_REWARDS[r] for r in reward_names if r in RENAMED_REWARDS and RENAMED_REWARDS[r] not in reward_names}
+    names = tuple(rename.get(r, r) for r in reward_names)
+    if "click" not in names:
+        raise ValueError(f"the push env needs a click-like first reward; the response model has {list(reward_names)}")
+    notes = [f"the log's `{a}` plays the simulator's `{b}`" for a, b in rename.items()]
+    target = ENV_OBJECTIVE.get(objective_name)
+    if target is not None and all(r in names for r in REWARD_CHAIN[target]):
+        if objective_name == "profit":
+            notes.append("`profit` is not a simulator objective: the simulator pays revenue (the log's spend); the margin "
+                         "is not applied and pushes cost only `sequential.push_cost`")
+        return target, rename, notes
+    notes.append(f"objective `{objective_name}` is not one the simulator supports ({list(OBJECTIVES)}) with this model's "
+                 f"rewards {list(names)}: **falling back to click**")
+    return "click", rename, notes
+
+
+@dataclass(eq=False)
+class World:
+    """The simulated shop of the section: shop, env config (λ of the main comparison) and the unit."""
+
+    shop: Shop
+    config: PushEnvConfig
+    horizon: int
+    unit: float
+    """Mean expected objective of a fresh push (the 'average push')."""
+    notes: list[str]
+    no_push_baseline: float | None
+    """Mean expected objective of the log's no-push action (None without one)."""
+
+    def factory(self, diversity_weight: float | None = None) -> Callable[[int], BatchedPushEnv]:
+        """n_users -> BatchedPushEnv (SAME_STEP autoreset), λ (absolute) overriding the main one if given."""
+        config = self.config if diversity_weight is None else dataclasses.replace(self.config, diversity_weight=diversity_weight)
+
+        def make(n: int) -> BatchedPushEnv:
+            return BatchedPushEnv(n, max_episode_steps=self.horizon, response=self.shop.response,
+                                  contexts=self.shop.contexts, categories=self.shop.categories,
+                                  action_ids=self.shop.action_ids, config=config)
+
+        return make
+
+
+def build_world(cfg: SequentialConfig, model: ResponseFunction, pool_contexts: np.ndarray, categories: np.ndarray,
+                action_ids: np.ndarray, objective_name: str, rng: np.random.Generator) -> World:
+    """The shop (a pool of cfg.n_users users), the env config in absolute units, and the notes."""
+    objective, rename, notes = env_objective(objective_name, tuple(model.reward_names))
+    response = RenamedResponse(model, rename) if rename else model
+    pool = np.asarray(pool_contexts, dtype=np.float64)
+    if pool.ndim != 2 or len(pool) == 0:
+        raise ValueError(f"pool_contexts must be a non-empty (n_users, d) array, got shape {pool.shape}")
+    if len(pool) > cfg.n_users:
+        pool = pool[np.sort(rng.choice(len(pool), size=cfg.n_users, replace=False))]
+    shop = Shop.build(response, pool, categories, action_ids)
+    ids = shop.action_ids.tolist()
+    allowed = None
+    no_push_baseline = None
+    if cfg.no_push_action is not None and cfg.no_push_action in ids:
+        allowed = tuple(a for a in ids if a != cfg.no_push_action)
+        if not allowed:
+            raise ValueError(f"every promotion is the no-push action {cfg.no_push_action!r}: nothing to push")
+    base = PushEnvConfig(objective=objective, horizon=cfg.horizon, fatigue_window=cfg.fatigue_window,
+                         fatigue_factor=cfg.fatigue_factor, churn_logit=cfg.churn_logit, churn_slope=cfg.churn_slope,
+                         frequency_cap=cfg.frequency_cap, allowed_promotions=allowed, unsubscribe_penalty=0.0)
+    probe = PushDynamics(base, shop)
+    sample = shop.contexts[: min(len(shop.contexts), 2_000)]
+    pred = shop.response.predict(sample, np.zeros(len(sample)), np.zeros(len(sample), dtype=np.int64))
+    q = np.asarray(pred[objective], dtype=np.float64)
+    unit = float(q[:, probe.promotion_index].mean())
+    if not np.isfinite(unit) or unit <= 0:
+        raise ValueError(f"the response model's mean expected {objective} per push is {unit}: the section's costs and λ "
+                         "are in units of it and need it > 0")
+    if allowed is not None:
+        no_push_baseline = float(q[:, ids.index(cfg.no_push_action)].mean())
+        notes.append(f"`{cfg.no_push_action}` is the simulator's push-nothing action, which earns 0; the response model "
+                     f"predicts {no_push_baseline:.4g} {objective} for it (users respond without a push), so simulator "
+                     "rewards here are gross, not the uplift over sending nothing")
+    config = dataclasses.replace(base, unsubscribe_penalty=cfg.unsubscribe_cost * unit, push_cost=cfg.push_cost * unit,
+                                 diversity_weight=cfg.diversity_weight * unit)
+    mode = probe.fatigue_mode
+    notes.append("fatigue: the response model reacts to recent pushes itself" if mode == "response" else
+                 f"fatigue: the response model ignores recent pushes, so expected rewards are multiplied by "
+                 f"{cfg.fatigue_factor:g}^(pushes in the last {cfg.fatigue_window} days)")
+    return World(shop, config, cfg.horizon, unit, notes, no_push_baseline)
+
+
+# --- agents that are not library learners ------------------------------------------------------------
+
+
+class UniformPush(BasePolicy):
+    """Always push: a uniformly random promotion every day (never the push-nothing action)."""
+
+    def __init__(self, n_promotions: int) -> None:
+        self._n = int(n_promotions)
+
+    @property
+    def n_actions(self) -> int:
+        return self._n + 1
+
+    def _probabilities(self, contexts: np.ndarray) -> np.ndarray:
+        p = np.full((len(contexts), self._n + 1), 1.0 / self._n)
+        p[:, -1] = 0.0
+        return p
+
+
+class MyopicGreedy(BasePolicy):
+    """Each day the action with the highest expected one-day reward under the simulator's own rules.
+
+    Push score of promotion a for an observation: E[objective | a] (with the env's fatigue)
+    + λ × novelty of a's category − push_cost − unsubscribe_penalty × P(unsubscribe | recent pushes);
+    push nothing (score 0) when no score is positive or the frequency cap is hit. It knows the
+    response model exactly but ignores what today's push does to tomorrow: the myopic optimum.
+    """
+
+    def __init__(self, dynamics: PushDynamics, diversity_weight: float) -> None:
+        self.dyn, self.lam = dynamics, float(diversity_weight)
+        self.n_features = dynamics.obs_dim
+        self._cats = dynamics.categories[dynamics.promotion_index]
+
+    @property
+    def n_actions(self) -> int:
+        return self.dyn.n_allowed + 1
+
+    def scores(self, obs: np.ndarray) -> np.ndarray:
+        """(n, n_allowed + 1) expected one-day reward of each action (last: push nothing = 0)."""
+        dyn, c, d = self.dyn, self.dyn.config, self.dyn.d
+        n = len(obs)
+        recent = obs[:, d].astype(np.float64)
+        seen = recent if dyn.fatigue_mode == "response" else np.zeros(n)
+        pred = dyn.response.predict(obs[:, :d].astype(np.float64), seen, np.zeros(n, dtype=np.int64))
+        q = np.asarray(pred[c.objective], dtype=np.float64)[:, dyn.promotion_index]
+        if dyn.fatigue_mode == "multiplicative":
+            q = q * c.fatigue_factor ** recent[:, None]
+        novelty = 1.0 / (1.0 + obs[:, d + 3 + self._cats].astype(np.float64))
+        p_unsub = 0.5 * (1.0 + np.tanh(0.5 * (c.churn_logit + c.churn_slope * recent)))
+        push = q + self.lam * novelty - c.push_cost - c.unsubscribe_penalty * p_unsub[:, None]
+        push[obs[:, -1] > 0.5] = -np.inf  # cap hit: a push would be refused
+        return np.hstack([push, np.zeros((n, 1))])
+
+    def _probabilities(self, contexts: np.ndarray) -> np.ndarray:
+        return greedy_probabilities(self.scores(contexts))
+
+
+class ObservationBandit(BasePolicy):
+    """A contextual bandit on compact features of the env observation (rewards in average pushes).
+
+    features = [top-k principal components of the context, the history part of the observation, 1];
+    `update` divides rewards by `reward_scale` so exploration settings mean the same on every log.
+    """
+
+    def __init__(self, name: str, hparams: Mapping[str, Any], dynamics: PushDynamics, pool: np.ndarray, dims: int,
+                 reward_scale: float, seed: int) -> None:
+        self.d, self.reward_scale = dynamics.d, float(reward_scale)
+        self.n_features = dynamics.obs_dim
+        self.mean = pool.mean(axis=0)
+        _, s, vt = np.linalg.svd(pool - self.mean, full_matrices=False)
+        k = min(dims, vt.shape[0])
+        self.projection = vt[:k].T  # (d, k)
+        total = float((s**2).sum())
+        self.explained = float((s[:k] ** 2).sum() / total) if total > 0 else 1.0
+        width = k + (dynamics.obs_dim - self.d) + 1
+        self.bandit: BanditAgent = make_bandit(name, n_actions=dynamics.n_allowed + 1, n_features=width, seed=seed,
+                                               **dict(hparams))
+
+    @property
+    def n_actions(self) -> int:
+        return self.bandit.n_actions
+
+    def features(self, obs: np.ndarray) -> np.ndarray:
+        x = np.asarray(obs, dtype=np.float64)
+        z = (x[:, : self.d] - self.mean) @ self.projection
+        return np.hstack([z, x[:, self.d:], np.ones((len(x), 1))])
+
+    def _probabilities(self, contexts: np.ndarray) -> np.ndarray:
+        return self.bandit.action_probabilities(self.features(contexts))
+
+    def act(self, contexts: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        return self.bandit.act(self.features(contexts), rng)
+
+    def update(self, contexts: np.ndarray, actions: np.ndarray, rewards: np.ndarray) -> None:
+        self.bandit.update(self.features(contexts), actions, np.asarray(rewards, dtype=np.float64) / self.reward_scale)
+
+
+def train_bandit(name: str, hparams: Mapping[str, Any], world: World, cfg: SequentialConfig, diversity_weight: float | None,
+                 seed: int) -> tuple[ObservationBandit, np.ndarray]:
+    """A bandit trained online (`learn_online`) in the world's env; returns it and its per-day mean reward."""
+    env = world.factory(diversity_weight)(cfg.bandit_users)
+    agent = ObservationBandit(name, hparams, env.dynamics, world.shop.contexts, cfg.bandit_context_dims, world.unit, seed)
+    res = learn_online(agent, env, cfg.bandit_days, batch=1, seed=seed)
+    return agent, res.mean_reward
+
+
+# --- the section ----------------------------------------------------------------------------------
+
+
+def _fmt(x: float) -> str:
+    return "nan" if not np.isfinite(x) else f"{x:.4g}"
+
+
+def _ci(frame: pd.DataFrame, name: str, metric: str) -> str:
+    r = frame.loc[name]
+    return f"{_fmt(r[metric])} [{_fmt(r[f'{metric}_ci_low'])}, {_fmt(r[f'{metric}_ci_high'])}]"
+
+
+def compare(a: RolloutResult, b: RolloutResult, metric: str = "reward_per_user") -> dict[str, Any]:
+    """Is a better than b on `metric`? Non-overlapping 95% CIs over seeds, and the paired difference per seed."""
+    ea, eb = a.metrics[metric], b.metrics[metric]
+    if ea.ci_low > eb.ci_high:
+        verdict = "better"
+    elif ea.ci_high < eb.ci_low:
+        verdict = "worse"
+    else:
+        verdict = "overlap"
+    diff = estimate(a.per_seed[metric] - b.per_seed[metric])
+    return {"verdict": verdict, "difference": diff.mean, "difference_ci_low": diff.ci_low, "difference_ci_high": diff.ci_high}
+
+
+def learning_curve_plot(curve: pd.DataFrame, references: pd.DataFrame, path: Path, title: str) -> Path:
+    """PPO's reward per user and pushes per user against timesteps, other agents' final values as lines."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, metric, label in ((axes[0], "reward_per_user", "reward per user-episode"),
+                              (axes[1], "pushes_per_user", "pushes per user-episode")):
+        if len(curve):
+            ax.plot(curve["timesteps"], curve[metric], "o-", color="black", label="ppo (256 users x 3 seeds)")
+            if metric == "reward_per_user":
+                ax.fill_between(curve["timesteps"], curve["reward_per_user_ci_low"], curve["reward_per_user_ci_high"],
+                                color="black", alpha=0.12)
+        for i, (name, row) in enumerate(references.iterrows()):
+            if name != "ppo":
+                ax.axhline(row[metric], ls="--", lw=1, color=colors[i % len(colors)], label=f"{name} (final eval)")
+        ax.set_xlabel("PPO timesteps (user-days)")
+        ax.set_ylabel(label)
+    axes[0].legend(fontsize=7, loc="best")
+    fig.suptitle(title, fontsize=9)
+    write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
+    plt.close(fig)
+    return path
+
+
+def _monotone(points: pd.DataFrame) -> tuple[bool, float]:
+    """(click rate never rises as novelty rises, Spearman rank correlation of the two) over one agent's sweep."""
+    p = points.dropna(subset=[ACCURACY, DIVERSITY]).sort_values([DIVERSITY, ACCURACY], ascending=[True, False])
+    if len(p) < 2:
+        return True, float("nan")
+    acc = p[ACCURACY].to_numpy()
+    rho = float(p[[ACCURACY, DIVERSITY]].rank().corr().iloc[0, 1])
+    return bool(np.all(np.diff(acc) <= 1e-12)), rho
+
+
+def pareto_sweep(cfg: SequentialConfig, world: World, seed: int, eval_seed: int, say) -> pd.DataFrame:
+    """One point per (agent, λ): the agent trained (bandits) and evaluated with λ x unit in the reward."""
+    rows = []
+    seeds = np.random.SeedSequence(seed).spawn(len(cfg.pareto_agents) * len(cfg.lambdas))
+    it = iter(seeds)
+    for agent in cfg.pareto_agents:
+        for lam in cfg.lambdas:
+            ss = next(it)
+            lam_abs = lam * world.unit
+            factory = world.factory(lam_abs)
+            env = factory(cfg.eval_users)
+            if agent == "greedy":
+                policy: BasePolicy = MyopicGreedy(env.dynamics, lam_abs)
+            else:
+                policy, _ = train_bandit(agent, cfg.bandits.get(agent, {}), world, cfg, lam_abs,
+                                         int(ss.generate_state(1)[0] % 2**31))
+            res = rollout(policy, env, None, cfg.eval_seeds, eval_seed)
+            m = res.metrics
+            row: dict[str, Any] = {"agent": agent, "lambda": lam, "lambda_abs": lam_abs}
+            for metric in ("click_rate", "category_novelty", "catalogue_coverage", "pushes_per_user", "unsubscribe_rate",
+                           "reward_per_user"):
+                row.update({metric: m[metric].mean, f"{metric}_ci_low": m[metric].ci_low,
+                            f"{metric}_ci_high": m[metric].ci_high})
+            rows.append(row)
+        say(f"  λ sweep: {agent} at {len(cfg.lambdas)} λ values done")
+    table = mark_front(pd.DataFrame(rows))
+    table.insert(0, "point", [f"{a}_lambda_{lam:g}" for a, lam in zip(table["agent"], table["lambda"], strict=True)])
+    return table
+
+
+def sequential_section(cfg_seq: Any, *, model: ResponseFunction, pool_contexts: np.ndarray, categories: np.ndarray,
+                       action_ids: np.ndarray, objective_name: str, key: str, run: RunFolder, seed: int,
+                       say: Callable[[str], Any] = print) -> dict[str, Any]:
+    """PPO vs bandits vs baselines with fatigue and churn on, and the λ sweep; adds two report sections.
+
+    Args:
+        cfg_seq: SequentialConfig (or a DictConfig / mapping of its fields).
+        model: the fitted response model (ResponseFunction; contexts of width d).
+        pool_contexts: (n, d) encoded contexts of training users (model.encoder output).
+        categories: (A,) category code of each promotion; action_ids: (A,) the catalogue ids.
+        objective_name: the pipeline's objective (click, conversion, revenue, visit, spend, profit).
+        key: the dataset's key (report titles, output folder, metric prefix).
+    Returns the headline metrics (for metrics.json under f"{key}/sequential"); {"enabled": False} if off.
+    """
+    cfg = as_sequential_config(cfg_seq)
+    if not cfg.enabled:
+        return {"enabled": False}
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    ss_pool, ss_ppo, ss_bandits, ss_eval, ss_pareto = np.random.SeedSequence(seed).spawn(5)
+    world = build_world(cfg, model, pool_contexts, categories, action_ids, objective_name, np.random.default_rng(ss_pool))
+    eval_seed = int(ss_eval.generate_state(1)[0] % 2**31)
+    out_dir = run.path(key, "sequential", "sequential.csv").parent
+    factory = world.factory()
+    eval_env = factory(cfg.eval_users)
+    n_promotions = eval_env.dynamics.n_allowed
+    say(f"[bold]{key}[/bold]: sequential section: {len(world.shop.contexts):,} pool users, {n_promotions} pushable "
+        f"promotions, {cfg.horizon}-day episodes, objective {world.config.objective}")
+
+    # PPO --------------------------------------------------------------------------------------
+    t = time.perf_counter()
+    ppo_seed = int(ss_ppo.generate_state(1)[0] % 2**31)
+    eval_freq = max(1, cfg.ppo_timesteps // cfg.ppo_curve_points) if cfg.ppo_curve_points else 0
+    sb3 = SB3AgentConfig(algo="ppo", total_timesteps=cfg.ppo_timesteps, n_envs=cfg.n_envs,
+                         learning_rate=cfg.ppo_learning_rate, seed=ppo_seed, tensorboard_log=None,
+                         checkpoint_freq=max(1, cfg.ppo_timesteps // 2), eval_freq=eval_freq, eval_users=256,
+                         eval_seeds=3)
+    say(f"  ppo: {cfg.ppo_timesteps:,} user-days on {cfg.n_envs} users at a time")
+    trained = train_sb3(sb3, factory, run.path(key, "ppo"))
+    policies: dict[str, BasePolicy] = {"ppo": trained.policy()}
+    timings["ppo"] = time.perf_counter() - t
+
+    # bandits (online, same env) -----------------------------------------------------------------
+    t = time.perf_counter()
+    explained = None
+    for (name, hp), ss in zip(cfg.bandits.items(), ss_bandits.spawn(max(1, len(cfg.bandits))), strict=False):
+        say(f"  {name}: {cfg.bandit_days} online days x {cfg.bandit_users} users")
+        agent, _ = train_bandit(name, hp, world, cfg, None, int(ss.generate_state(1)[0] % 2**31))
+        policies[name] = agent
+        explained = agent.explained
+    timings["bandits"] = time.perf_counter() - t
+
+    # baselines and evaluation -------------------------------------------------------------------
+    t = time.perf_counter()
+    policies[GREEDY] = MyopicGreedy(eval_env.dynamics, world.config.diversity_weight)
+    policies["uniform_push"] = UniformPush(n_promotions)
+    policies["never_push"] = ConstantPolicy(n_promotions + 1, n_promotions)
+    say(f"  evaluating {len(policies)} agents on {cfg.eval_users:,} users x {cfg.eval_seeds} seeds")
+    results = {name: rollout(p, eval_env, None, cfg.eval_seeds, eval_seed) for name, p in policies.items()}
+    table = pd.concat([r.to_frame(name) for name, r in results.items()])
+    write_text(out_dir / "sequential.csv", table.to_csv())
+    timings["evaluation"] = time.perf_counter() - t
+    learning_curve_plot(trained.learning_curve, table, out_dir / "ppo_learning_curve.png",
+                        f"{key}: PPO in the push simulator (fatigue and churn on)")
+
+    # λ sweep ------------------------------------------------------------------------------------
+    t = time.perf_counter()
+    front = pareto_sweep(cfg, world, int(ss_pareto.generate_state(1)[0] % 2**31), eval_seed, say)
+    write_text(out_dir / "pareto.csv", front.to_csv(index=False))
+    front_plot(front.assign(label=[f"{a} λ={lam:g}" for a, lam in zip(front["agent"], front["lambda"], strict=True)]),
+               out_dir / "pareto.png", f"{key}: accuracy–diversity front over λ ({', '.join(cfg.pareto_agents)})")
+    timings["pareto"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - t_start
+
+    comparisons = {b: compare(results["ppo"], results[b]) for b in cfg.bandits}
+    monotone = {a: _monotone(front[front["agent"] == a]) for a in cfg.pareto_agents}
+    _sections(run, key, cfg, world, table, comparisons, front, monotone, trained.learning_curve, explained, timings)
+    say(f"  sequential section done in {timings['total']:.0f} s")
+    return _headline(cfg, world, table, comparisons, front, monotone, timings)
+
+
+def _headline(cfg: SequentialConfig, world: World, table: pd.DataFrame, comparisons: dict[str, dict[str, Any]],
+              front: pd.DataFrame, monotone: dict[str, tuple[bool, float]], timings: dict[str, float]) -> dict[str, Any]:
+    agents = {name: {m: float(table.loc[name, m]) for m in TABLE_METRICS}
+              | {f"reward_per_user_ci_{s}": float(table.loc[name, f"reward_per_user_ci_{s}"]) for s in ("low", "high")}
+              for name in table.index}
+    best = str(table["reward_per_user"].idxmax())
+    points = {r["point"]: {"agent": r["agent"], "lambda": float(r["lambda"]), ACCURACY: float(r[ACCURACY]),
+                           DIVERSITY: float(r[DIVERSITY]), "catalogue_coverage": float(r["catalogue_coverage"]),
+                           "non_dominated": bool(r["non_dominated"])} for r in front.to_dict("records")}
+    return {
+        "objective": world.config.objective,
+        "diversity_weight": cfg.diversity_weight,
+        "unit": world.unit,
+        "unsubscribe_penalty": world.config.unsubscribe_penalty,
+        "agents": agents,
+        "best_agent": best,
+        "ppo_vs_bandits": comparisons,
+        "ppo_beats_bandits": bool(comparisons) and all(c["verdict"] == "better" for c in comparisons.values()),
+        "pareto": points,
+        "pareto_monotone": {a: m[0] for a, m in monotone.items()},
+        "seconds": timings,
+    }
+
+
+def _sections(run: RunFolder, key: str, cfg: SequentialConfig, world: World, table: pd.DataFrame,
+              comparisons: dict[str, dict[str, Any]], front: pd.DataFrame, monotone: dict[str, tuple[bool, float]],
+              curve: pd.DataFrame, explained: float | None, timings: dict[str, float]) -> None:
+    c = world.config
+    obj = c.objective
+    md = [f"Every agent runs in the push simulator over the response model: {len(world.shop.contexts):,} training users "
+          f"as the pool, {cfg.horizon}-day episodes (one push opportunity a day), objective **{obj}**, evaluated on the "
+          f"same {cfg.eval_users:,} users x {cfg.eval_seeds} seeds (95% t-intervals over seeds).", ""]
+    md.append(f"Costs are in *average pushes* (1 = the mean expected {obj} of a rested push = {world.unit:.4g}): "
+              f"an unsubscribe costs {cfg.unsubscribe_cost:g} ({c.unsubscribe_penalty:.4g}), a push {cfg.push_cost:g} "
+              f"({c.push_cost:.4g}), λ = {cfg.diversity_weight:g} ({c.diversity_weight:.4g}) x category novelty. "
+              f"Churn: P(unsubscribe | push) = sigmoid({c.churn_logit:g} + {c.churn_slope:g} x pushes in the last "
+              f"{c.fatigue_window} days); frequency cap: "
+              + (f"{c.frequency_cap} per {c.cap_window} days." if c.frequency_cap else "none (spacing is the agents' call)."))
+    md += [f"- {n}" for n in world.notes]
+    md += ["", f"Agents: PPO ({cfg.ppo_timesteps:,} user-days); bandits {', '.join(cfg.bandits) or '(none)'} learning online "
+           f"for {cfg.bandit_days} days x {cfg.bandit_users} users (one-day rewards: myopic)"
+           + (f", on the top {cfg.bandit_context_dims} principal components of the context ({explained:.0%} of its "
+              "variance) plus the history features" if explained is not None else "")
+           + f"; `{GREEDY}` maximises the expected one-day reward with the response model itself; `uniform_push` "
+           "pushes a random promotion every day; `never_push` sends nothing.", ""]
+    md += ["| agent | reward per user [95% CI] | click rate | pushes per user | unsubscribe rate | coverage | novelty | Gini |",
+           "|---|---|---|---|---|---|---|---|"]
+    for name in table.index:
+        r = table.loc[name]
+        md.append(f"| {name} | {_ci(table, name, 'reward_per_user')} | {_fmt(r.click_rate)} | {_fmt(r.pushes_per_user)} | "
+                  f"{_fmt(r.unsubscribe_rate)} | {_fmt(r.catalogue_coverage)} | {_fmt(r.category_novelty)} | "
+                  f"{_fmt(r.exposure_gini)} |")
+    md += ["", _verdict(table, comparisons), ""]
+    if len(curve):
+        first, last = curve.iloc[0], curve.iloc[-1]
+        md.append(f"While training, PPO went from {_fmt(first.reward_per_user)} to {_fmt(last.reward_per_user)} reward per "
+                  f"user and from {_fmt(first.pushes_per_user)} to {_fmt(last.pushes_per_user)} pushes per user "
+                  f"(256 users x 3 seeds per point; `{key}/ppo/learning_curve.csv`).")
+    md += ["", f"![PPO learning curve]({key}/sequential/ppo_learning_curve.png)", "",
+           f"Table with every metric and CI: `{key}/sequential/sequential.csv`; PPO checkpoints: `{key}/ppo/checkpoints/`. "
+           f"Section time: {timings['total']:.0f} s (PPO {timings['ppo']:.0f} s, bandits {timings['bandits']:.0f} s, "
+           f"evaluation {timings['evaluation']:.0f} s, λ sweep {timings['pareto']:.0f} s)."]
+    run.add_section(f"{key}: when to push: PPO vs bandits with fatigue and churn on", "\n".join(md))
+
+    pm = [f"For each λ (in average pushes; λ x category novelty is added to the reward of every push) the agents "
+          f"{', '.join(cfg.pareto_agents)} are run on the same users and seeds. Accuracy = click rate (clicks per push), "
+          "diversity = mean category novelty of the pushed promotions (1 = a category the user has not been pushed "
+          "lately); coverage = share of the catalogue pushed at all. Filled points are non-dominated.", "",
+          "| agent | λ | click rate [95% CI] | novelty [95% CI] | coverage | pushes per user | non-dominated |",
+          "|---|---|---|---|---|---|---|"]
+    for r in front.to_dict("records"):
+        pm.append(f"| {r['agent']} | {r['lambda']:g} | {_fmt(r[ACCURACY])} [{_fmt(r[ACCURACY + '_ci_low'])}, "
+                  f"{_fmt(r[ACCURACY + '_ci_high'])}] | {_fmt(r[DIVERSITY])} [{_fmt(r[DIVERSITY + '_ci_low'])}, "
+                  f"{_fmt(r[DIVERSITY + '_ci_high'])}] | {_fmt(r['catalogue_coverage'])} | {_fmt(r['pushes_per_user'])} | "
+                  f"{'yes' if r['non_dominated'] else 'no'} |")
+    pm.append("")
+    for agent, (mono, rho) in monotone.items():
+        pts = front[front["agent"] == agent]
+        spread = pts[ACCURACY].max() - pts[ACCURACY].min()
+        width = float(np.nanmean(pts[ACCURACY + "_ci_high"] - pts[ACCURACY + "_ci_low"]))
+        noise = " (the click-rate differences are within the CIs)" if np.isfinite(width) and spread <= width else ""
+        if mono:
+            pm.append(f"- **{agent}: monotone** — more diversity never came with a higher click rate (rank correlation "
+                      f"{_fmt(rho)}){noise}.")
+        else:
+            pm.append(f"- **{agent}: not monotone** — somewhere along the sweep more diversity came with a higher click "
+                      f"rate (rank correlation of click rate and novelty {_fmt(rho)}){noise}.")
+    pm += ["", f"![accuracy–diversity front]({key}/sequential/pareto.png)", "",
+           f"Points with CIs: `{key}/sequential/pareto.csv`. A Hydra multirun over `sequential.diversity_weight` "
+           "collects every job's agents into one front: `python -m pushrl.experiments.pareto MULTIRUN_DIR`."]
+    run.add_section(f"{key}: accuracy–diversity front (λ sweep)", "\n".join(pm))
+
+
+def _verdict(table: pd.DataFrame, comparisons: dict[str, dict[str, Any]]) -> str:
+    if not comparisons:
+        return "No bandits configured: nothing to compare PPO with."
+    lines = []
+    for b, cmp in comparisons.items():
+        what = {"better": f"**PPO beats {b}**: the 95% CIs of reward per user do not overlap",
+                "worse": f"**{b} beats PPO**: the 95% CIs of reward per user do not overlap",
+                "overlap": f"**PPO does not significantly beat {b}**: the 95% CIs of reward per user overlap"}[cmp["verdict"]]
+        lines.append(f"- {what} (PPO {_ci(table, 'ppo', 'reward_per_user')} vs {_ci(table, b, 'reward_per_user')}; "
+                     f"paired difference over the shared seeds {_fmt(cmp['difference'])} "
+                     f"[{_fmt(cmp['difference_ci_low'])}, {_fmt(cmp['difference_ci_high'])}]).")
+    ppo_push = table.loc["ppo", "pushes_per_user"]
+    bandit_push = np.mean([table.loc[b, "pushes_per_user"] for b in comparisons])
+    spacing = ("spaces its pushes" if ppo_push < 0.8 * bandit_push else "pushes about as often as the bandits"
+               if ppo_push <= 1.2 * bandit_push else "pushes more often than the bandits")
+    lines.append(f"- PPO {spacing}: {_fmt(ppo_push)} pushes per user vs {_fmt(bandit_push)} for the bandits (mean), "
+                 f"unsubscribe rate {_fmt(table.loc['ppo', 'unsubscribe_rate'])} vs "
+                 f"{_fmt(np.mean([table.loc[b, 'unsubscribe_rate'] for b in comparisons]))}.")
+    best = str(table["reward_per_user"].idxmax())
+    lines.append(f"- Highest reward per user: `{best}` ({_ci(table, best, 'reward_per_user')}).")
+    return "\n".join(lines)
