@@ -101,3 +101,44 @@ def train_agents(
                 regret = res.regret
             out[name] = TrainedAgent(name, "bandit", bandit, hp, curve, regret if curve is not None else None)
     return out
+
+
+def save_agents(agents: dict[str, TrainedAgent], folder, n_actions: int, n_features: int) -> None:
+    """Save every agent so `pushrl export` can rebuild it: bandit states (npz) and constant policies' probabilities."""
+    import json
+    from pathlib import Path
+
+    from pushrl.envs.atomic import write_json, write_with
+
+    folder = Path(folder)
+    index = {"n_actions": n_actions, "n_features": n_features, "agents": {}}
+    for name, a in agents.items():
+        if a.kind == "bandit":
+            state = a.policy.get_state()
+            write_with(folder / f"{name}.npz", lambda tmp, st=state: np.savez(open(tmp, "wb"), **st))
+            index["agents"][name] = {"kind": "bandit", "hparams": a.hparams}
+        else:
+            probs = a.policy.action_probabilities(np.zeros((1, n_features)))[0]
+            index["agents"][name] = {"kind": "constant", "probabilities": probs.tolist()}
+    write_json(folder / "agents.json", json.loads(json.dumps(index)))
+
+
+def load_agent(folder, name: str, seed: int = 0) -> Policy:
+    """Rebuild one saved agent (see `save_agents`)."""
+    import json
+    from pathlib import Path
+
+    folder = Path(folder)
+    index_path = folder / "agents.json"
+    if not index_path.exists():
+        raise ValueError(f"{folder} holds no saved agents (agents.json missing): point export.run_dir at a run's dataset folder")
+    index = json.loads(index_path.read_text())
+    if name not in index["agents"]:
+        raise ValueError(f"export.agent={name!r} is not in {index_path}; saved agents: {sorted(index['agents'])}")
+    spec = index["agents"][name]
+    if spec["kind"] == "constant":
+        return LoggingPolicyReplay(np.asarray(spec["probabilities"]), n_features=index["n_features"])
+    bandit = make_bandit(name, n_actions=index["n_actions"], n_features=index["n_features"], seed=seed, **spec["hparams"])
+    with np.load(folder / f"{name}.npz") as z:
+        bandit.set_state({k: z[k] for k in z.files})
+    return bandit

@@ -12,7 +12,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-COMMANDS = ("run", "describe", "evaluate")
+COMMANDS = ("run", "fit", "train", "export", "describe", "evaluate")
 
 
 @dataclass
@@ -133,6 +133,14 @@ class PolicyConfig:
 
 
 @dataclass
+class ExportConfig:
+    """`pushrl export`: re-export a saved agent of an earlier run (its dataset folder)."""
+
+    run_dir: str | None = None  # e.g. outputs/run/<date>/<time>/hillstrom
+    agent: str | None = None  # e.g. linucb
+
+
+@dataclass
 class PushrlConfig:
     """The whole experiment. `command` is set by the `pushrl` subcommand."""
 
@@ -149,6 +157,7 @@ class PushrlConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     policy: PolicyConfig = MISSING
     abtest: AbTestConfig = field(default_factory=AbTestConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
 
 
 def register_configs() -> None:

@@ -24,7 +24,7 @@ from pushrl.envs.objectives import Objective, make_objective
 from pushrl.envs.response_model import ResponseModel, ResponseModelConfig
 from pushrl.envs.split import Split
 from pushrl.experiments import plots
-from pushrl.experiments.agents import ResponseBandit, train_agents
+from pushrl.experiments.agents import ResponseBandit, save_agents, train_agents
 from pushrl.experiments.online_test import online_test_section
 from pushrl.experiments.outputs import RunFolder
 from pushrl.experiments.selection import selection_markdown, selection_study
@@ -68,7 +68,8 @@ def _logging_probabilities(data: LoggedData) -> np.ndarray:
 
 
 def run_dataset(cfg: DictConfig, data: LoggedData, split: Split, default_objective: str, run: RunFolder,
-                key: str, say, truth=None) -> DatasetResult:
+                key: str, say, truth=None, stop_after: str | None = None) -> DatasetResult | None:
+    """stop_after: None (everything), "fit" (model report + fidelity), "train" (no export, no A/B section)."""
     """The pipeline on one dataset; adds its report sections and metrics under `key`."""
     torch.set_num_threads(1)
     objective = resolve_objective(cfg.objective, data, default_objective)
@@ -93,6 +94,15 @@ def run_dataset(cfg: DictConfig, data: LoggedData, split: Split, default_objecti
     plots.fidelity_plot(fid, out_dir / "fidelity.png", f"{key}: logging policy replayed in the simulator")
     run.add_metrics(f"{key}/fidelity", {r["scope"].replace(": ", "/"): {"logged": r["logged"], "simulated": r["simulated"],
                                                       "inside_ci": bool(r["inside_ci"])} for r in fid.to_dict("records")})
+
+    if stop_after == "fit":
+        model_md = [report.to_markdown(), "", f"![calibration]({key}/reliability.png)"]
+        run.add_section(f"{key}: response model (held-out test split)", "\n".join(model_md))
+        fid_md = ["| scope | rows | logged [95% CI] | simulated | inside CI |", "|---|---|---|---|---|"]
+        fid_md += [f"| {r['scope']} | {r['rows']:,} | {_fmt(r['logged'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}] | "
+                   f"{_fmt(r['simulated'])} | {'yes' if r['inside_ci'] else '**no**'} |" for r in fid.to_dict("records")]
+        run.add_section(f"{key}: simulator fidelity (logging policy replayed on held-out rows)", "\n".join(fid_md))
+        return None
 
     # 3. agents --------------------------------------------------------------------------------
     f_train, recent_train = _features(model, split.train)
@@ -124,6 +134,7 @@ def run_dataset(cfg: DictConfig, data: LoggedData, split: Split, default_objecti
         online_rounds=cfg.train.online_rounds, batch_size=cfg.train.batch_size, seed=cfg.seed,
         progress=lambda m: say(m),
     )
+    save_agents(agents, out_dir / "agents", data.n_actions, f_train.shape[1])
     curves = {n: a.online_rewards for n, a in agents.items() if a.online_rewards is not None}
     if curves:
         plots.learning_curves(curves, out_dir / "learning_curves.png", f"{key}: reward per batch while learning in the simulator")
@@ -180,8 +191,8 @@ def run_dataset(cfg: DictConfig, data: LoggedData, split: Split, default_objecti
                "not a confident improvement, so keep the logging policy and collect more data")
     # 6. export: the chosen policy, and the best learned candidate beside it if that is another one
     best_learned = next((e.policy for e in ranked if agents[e.policy].kind != "baseline"), None)
-    exports = {"artifact": chosen}
-    if best_learned and best_learned != chosen:
+    exports = {"artifact": chosen} if stop_after != "train" else {}
+    if best_learned and best_learned != chosen and stop_after != "train":
         exports["candidate_artifact"] = best_learned
     artifact_paths = {}
     for folder, name in exports.items():
@@ -203,7 +214,7 @@ def run_dataset(cfg: DictConfig, data: LoggedData, split: Split, default_objecti
                      artifact_paths)
     # 7. the online test that would confirm the candidate (the chosen policy, or the best learned one)
     candidate = chosen if chosen != "logging" else best_learned
-    if candidate is not None:
+    if candidate is not None and stop_after != "train":
         test = online_test_section(cfg, evaluations[candidate], rec, float(sim.loc[candidate, "simulator_value"]),
                                    float(sim.loc["logging", "simulator_value"]) if "logging" in sim.index
                                    else float(logging_value.value),
@@ -259,7 +270,8 @@ def _report_sections(run: RunFolder, key: str, data: LoggedData, split: Split, o
                      chosen: str, why: str, has_curves: bool, artifacts: dict[str, Path]) -> None:
     chosen_eval = evaluations[chosen]
     md = [f"**Ship: `{chosen}`** — {why}.", ""]
-    md.append(f"Artifact: `{artifacts['artifact']}` (serve it: `pushrl serve {artifacts['artifact']}`).")
+    if "artifact" in artifacts:
+        md.append(f"Artifact: `{artifacts['artifact']}` (serve it: `pushrl serve {artifacts['artifact']}`).")
     if "candidate_artifact" in artifacts:
         md.append(f"Best learned candidate (not shipped; try it in shadow mode or an A/B test): `{artifacts['candidate_artifact']}`.")
     md.append("")

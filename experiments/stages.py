@@ -73,8 +73,8 @@ def _embedded_data_config(name: str, base: DictConfig) -> DictConfig:
     return OmegaConf.merge(OmegaConf.structured(DataConfig), raw)
 
 
-def stage_run(cfg: DictConfig, run: RunFolder) -> list:
-    """The whole pipeline on `data` and every dataset in `also`."""
+def stage_run(cfg: DictConfig, run: RunFolder, stop_after: str | None = None) -> list:
+    """The whole pipeline (or up to `stop_after`) on `data` and every dataset in `also`."""
     from pushrl.experiments.agents import check_agent_names
     from pushrl.experiments.pipeline import run_dataset
 
@@ -86,9 +86,33 @@ def stage_run(cfg: DictConfig, run: RunFolder) -> list:
         if i > 0:
             sub.objective.reward = "auto"
         data, truth, split = stage_data(sub, run)
-        results.append(run_dataset(sub, data, split, data_cfg.default_objective, run, data_cfg.name, console.print,
-                                   truth=truth))
+        res = run_dataset(sub, data, split, data_cfg.default_objective, run, data_cfg.name, console.print,
+                          truth=truth, stop_after=stop_after)
+        if res is not None:
+            results.append(res)
     return results
+
+
+def stage_export(cfg: DictConfig, run: RunFolder) -> Path:
+    """Rebuild a saved agent from an earlier run's dataset folder and export it to this run's `artifact/`."""
+    import json
+
+    from pushrl.agents.export_policies import export_policy
+    from pushrl.envs.response_model import ResponseModel
+    from pushrl.experiments.agents import load_agent
+
+    if not cfg.export.run_dir or not cfg.export.agent:
+        raise ValueError("pushrl export needs export.run_dir=<run>/<dataset> and export.agent=<name>")
+    src = Path(cfg.export.run_dir)
+    policy = load_agent(src / "agents", cfg.export.agent, seed=cfg.seed)
+    model = ResponseModel.load(src / "response_model")
+    fingerprint = json.loads((src / "response_model" / "fit.json").read_text())["train"]
+    ids = list(model.catalogue_ids)
+    no_push = cfg.objective.no_push_action if cfg.objective.no_push_action in ids else None
+    path = export_policy(policy, cfg.export.agent, model.encoder, ids, run.path("artifact"), no_push_action=no_push,
+                         metadata={"data_fingerprint": fingerprint, "training_config": {"source_run": str(src)}})
+    run.add_section("Export", f"Exported `{cfg.export.agent}` from `{src}` to `{path}`.")
+    return path
 
 
 def run_command(cfg: DictConfig) -> None:
@@ -106,12 +130,16 @@ def run_command(cfg: DictConfig) -> None:
         objective = resolve_objective(cfg.objective, data, cfg.data.default_objective)
         ev, evaluation_path = evaluate_command(cfg, data, run, objective.logged(data))
         title = f"pushrl evaluate: {ev.policy} on {data.name}"
-    elif command == "run":
-        results = stage_run(cfg, run)
-        title = "pushrl run: " + ", ".join(r.name for r in results)
-        lines = ["| dataset | objective | ship |", "|---|---|---|"]
-        lines += [f"| {r.name} | {r.objective} | **{r.chosen}** |" for r in results]
-        run.sections.insert(0, ("Summary", "\n".join(lines)))
+    elif command == "export":
+        stage_export(cfg, run)
+        title = f"pushrl export: {cfg.export.agent}"
+    elif command in ("run", "fit", "train"):
+        results = stage_run(cfg, run, stop_after=None if command == "run" else command)
+        title = f"pushrl {command}: " + ", ".join([cfg.data.name, *cfg.also])
+        if results:
+            lines = ["| dataset | objective | ship |", "|---|---|---|"]
+            lines += [f"| {r.name} | {r.objective} | **{r.chosen}** |" for r in results]
+            run.sections.insert(0, ("Summary", "\n".join(lines)))
     else:
         raise ValueError(f"command {command!r} is not wired yet")
     paths = run.write(title)

@@ -79,3 +79,22 @@ def test_rerun_in_the_same_folder_resumes_and_reproduces(tmp_path):
     assert again.returncode == 0, again.stderr[-2000:]
     assert "reusing the response model" in again.stdout
     assert (tmp_path / "run/metrics.json").read_text() == metrics
+
+
+def test_fit_train_export_entry_points(tmp_path):
+    fit = _pushrl("fit", *TINY, f"hydra.run.dir={tmp_path}/fit")
+    assert fit.returncode == 0, fit.stderr[-2000:]
+    report = (tmp_path / "fit/report.md").read_text()
+    assert "response model" in report and "which policy to ship" not in report
+    train = _pushrl("train", *TINY, f"hydra.run.dir={tmp_path}/train")
+    assert train.returncode == 0, train.stderr[-2000:]
+    assert (tmp_path / "train/synthetic/agents/agents.json").exists()
+    assert not (tmp_path / "train/synthetic/artifact").exists()
+    export = _pushrl("export", "experiment=smoke", f"export.run_dir={tmp_path}/train/synthetic", "export.agent=linucb",
+                     f"hydra.run.dir={tmp_path}/export")
+    assert export.returncode == 0, export.stderr[-2000:]
+    manifest = json.loads((tmp_path / "export/artifact/manifest.json").read_text())
+    assert manifest["policy_kind"] == "linucb"
+    bad = _pushrl("export", "experiment=smoke", f"export.run_dir={tmp_path}/train/synthetic", "export.agent=nope",
+                  f"hydra.run.dir={tmp_path}/export2")
+    assert bad.returncode != 0 and "saved agents" in bad.stderr
