@@ -16,3 +16,11 @@ def test_all_code_folders_are_packages():
             rel = init.parent.relative_to(ROOT / folder)
             name = ".".join([package, *rel.parts]) if rel.parts else package
             assert name in listed, f"{init.parent} holds code but {name} is not in pyproject's packages"
+
+
+def test_every_config_folder_is_a_package():
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    for folder in (ROOT / "configs").rglob("*"):
+        if folder.is_dir() and any(folder.glob("*.yaml")) and folder.name != "__pycache__":
+            name = ".".join(["pushrl.configs", *folder.relative_to(ROOT / "configs").parts])
+            assert name in listed, f"{folder} holds configs but {name} is not in pyproject's packages"
