@@ -121,7 +121,7 @@ class AbTestConfig:
 class PolicyConfig:
     """The policy `pushrl evaluate` evaluates.
 
-    kind: external (a file of action probabilities: .npy in the Open Bandit
+    kind: artifact (an exported artifact folder) | external (a file of action probabilities: .npy in the Open Bandit
     Pipeline's action_dist layout, or a long-form .parquet/.csv with columns
     row, action, position, probability) | uniform | always (one action id).
     """

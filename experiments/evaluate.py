@@ -17,7 +17,7 @@ from pushrl.policies.external import ExternalPolicy, load_external_policy
 from pushrl.policies.ope import cross_fit_mean_rewards
 
 SPLITS = ("test", "all")
-POLICY_KINDS = ("external", "uniform", "always")
+POLICY_KINDS = ("external", "uniform", "always", "artifact")
 
 
 def eval_rows(cfg: DictConfig, data: LoggedData) -> np.ndarray:
@@ -40,6 +40,8 @@ def policy_action_dist(cfg: DictConfig, data: LoggedData, rows: np.ndarray) -> t
             raise ValueError("policy.path is required for policy=external")
         ext: ExternalPolicy = load_external_policy(p.path, data.n_rounds, a, k)
         return p.name or ext.name, ext.rows(rows)
+    if p.kind == "artifact":
+        return artifact_action_dist(p, data, rows)
     if p.kind == "uniform":
         return p.name or "uniform", np.full((n, a, k), 1.0 / a)
     if p.kind == "always":
@@ -50,6 +52,27 @@ def policy_action_dist(cfg: DictConfig, data: LoggedData, rows: np.ndarray) -> t
         dist[:, ids.index(str(p.action)), :] = 1.0
         return p.name or f"always {p.action}", dist
     raise ValueError(f"policy.kind must be one of {POLICY_KINDS}, got {p.kind!r}")
+
+
+def artifact_action_dist(p, data: LoggedData, rows: np.ndarray) -> tuple[str, np.ndarray]:
+    """An exported artifact's probabilities on the log's rows, through the serving runtime (its own preprocessing)."""
+    from pushrl.policies.serving.runtime import PolicyRuntime
+
+    if not p.path:
+        raise ValueError("policy.path is required for policy=artifact (an artifact folder)")
+    runtime = PolicyRuntime.load(p.path, seed=0)
+    ids = [str(a) for a in runtime.manifest.action_ids]
+    log_ids = [str(a) for a in data.action_ids.tolist()]
+    if ids != log_ids:
+        raise ValueError(f"artifact {p.path} scores actions {ids[:5]}... but {data.name} logs {log_ids[:5]}...: "
+                         "the evaluation policy must have the log's action set")
+    fields = runtime.manifest.encoder.input_fields
+    missing = [f for f in fields if f not in data.frame.columns]
+    if missing:
+        raise ValueError(f"artifact {p.path} needs context fields {missing} that {data.name} does not have")
+    contexts = data.frame.iloc[rows][fields].to_dict(orient="records")
+    probs = runtime.action_probabilities(runtime.encode(contexts))
+    return p.name or runtime.manifest.policy_kind, np.repeat(probs[:, :, None], data.n_positions, axis=2)
 
 
 def evaluate_command(cfg: DictConfig, data: LoggedData, run: RunFolder, reward: np.ndarray) -> tuple[PolicyEvaluation, Path]:

@@ -102,3 +102,29 @@ def test_bad_policy_file_is_refused_with_its_name(tmp_path, make, fragment):
     assert "bad.npy" in out.stderr
     assert re.search(fragment, out.stderr), out.stderr[-1500:]
     assert not (tmp_path / "run" / "evaluation.json").exists()
+
+
+def test_evaluate_an_exported_artifact_equals_its_in_process_policy(tmp_path):
+    from pushrl.agents.bandits import make_bandit
+    from pushrl.agents.export_policies import export_policy
+    from pushrl.envs.features import ContextEncoder
+    from pushrl.envs.hillstrom import CATEGORICAL, NUMERIC, load_hillstrom
+    from pushrl.policies.evaluation import evaluate_policy
+    from pushrl.policies.ope import cross_fit_mean_rewards
+
+    data = load_hillstrom()
+    enc = ContextEncoder.fit(data.frame, NUMERIC, CATEGORICAL)
+    x = np.hstack([enc.transform(data.frame), np.ones((data.n_rounds, 1))])
+    bandit = make_bandit("softmax", n_actions=3, n_features=x.shape[1], temperature=0.01, seed=0)
+    bandit.update(x, data.action, data.reward("conversion"))
+    folder = export_policy(bandit, "softmax", enc, data.action_ids, tmp_path / "artifact", parity_rows=1000)
+    out = _pushrl("evaluate", "data=hillstrom", "policy=artifact", f"policy.path={folder}", "eval.split=all",
+                  "eval.recommended=ips", f"hydra.run.dir={tmp_path / 'run'}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    doc = json.loads((tmp_path / "run" / "evaluation.json").read_text())
+    probs = bandit.action_probabilities(x)[:, :, None]
+    q = cross_fit_mean_rewards(data.reward("conversion"), data.action, data.position, 3, 1, n_folds=5, seed=0)
+    ref = evaluate_policy(policy="p", data="d", split="all", action_dist=probs, reward=data.reward("conversion"),
+                          action=data.action, pscore=data.pscore, position=data.position, estimated_rewards=q,
+                          recommended="ips", n_bootstrap=10, seed=0)
+    assert doc["estimates"]["ips"]["value"] == pytest.approx(ref.estimates["ips"].value, rel=1e-5)
