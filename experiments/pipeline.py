@@ -25,6 +25,7 @@ from pushrl.envs.response_model import ResponseModel, ResponseModelConfig
 from pushrl.envs.split import Split
 from pushrl.experiments import plots
 from pushrl.experiments.agents import ResponseBandit, save_agents, train_agents
+from pushrl.experiments.hillstrom import hillstrom_section
 from pushrl.experiments.online_test import online_test_section
 from pushrl.experiments.outputs import RunFolder
 from pushrl.experiments.selection import selection_markdown, selection_study
@@ -222,6 +223,12 @@ def run_dataset(cfg: DictConfig, data: LoggedData, split: Split, default_objecti
                                    plot_path=out_dir / "power.png", title=f"{key}: power of the A/B test of {candidate}")
         run.add_section(f"{key}: the online A/B test that would confirm `{candidate}`", test.markdown)
         run.add_metrics(f"{key}/abtest", test.metrics)
+    # 8. the campaign-specific analysis: uplift baselines, every objective, Qini, cross-fitted fidelity
+    if cfg.data.kind == "hillstrom" and stop_after is None:
+        say(f"[bold]{key}[/bold]: uplift baselines, Qini curves and cross-fitted fidelity ...")
+        hillstrom_section(cfg, data=data, split=split, model=model, objective=objective,
+                          policies={n: a.policy for n, a in agents.items()}, features_test=f_test,
+                          key=key, run=run, seed=cfg.seed, say=say)
     return DatasetResult(key, objective.name, chosen, evaluations, sim)
 
 
