@@ -12,6 +12,8 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from pushrl.experiments.sequential_config import SequentialConfig
+
 COMMANDS = ("run", "fit", "train", "export", "describe", "evaluate")
 
 
@@ -158,6 +160,7 @@ class PushrlConfig:
     policy: PolicyConfig = MISSING
     abtest: AbTestConfig = field(default_factory=AbTestConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    sequential: SequentialConfig = field(default_factory=SequentialConfig)  # the `env` group sets it
 
 
 def register_configs() -> None:

@@ -19,6 +19,7 @@ GROUPS = {
     "split": schema.SplitConfig,
     "eval": schema.EvalConfig,
     "abtest": schema.AbTestConfig,
+    "sequential": schema.SequentialConfig,
 }
 
 
@@ -45,10 +46,11 @@ def render() -> str:
                           if p.name.endswith(".yaml")), ""]
     for group, cls in GROUPS.items():
         lines += [f"## `{group}`", "", (cls.__doc__ or "").strip().splitlines()[0], ""]
-        folder = cfg_dir / group
+        folder = cfg_dir / ("env" if group == "sequential" else group)
         if folder.is_dir():
             opts = sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
-            lines += ["Options: " + ", ".join(f"`{group}={o}`" for o in opts), ""]
+            gname = "env" if group == "sequential" else group
+            lines += ["Options: " + ", ".join(f"`{gname}={o}`" for o in opts), ""]
         lines += ["| key | default |", "|---|---|"]
         lines += [f"| `{group}.{f.name}` | `{_default(f)}` |" for f in dataclasses.fields(cls)]
         lines.append("")

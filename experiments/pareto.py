@@ -83,10 +83,13 @@ def front_plot(frame: pd.DataFrame, path: Path, title: str, accuracy: str = ACCU
         ax.scatter(rest[diversity], rest[accuracy], facecolors="none", edgecolors="grey", label="dominated")
         ax.scatter(front[diversity], front[accuracy], color="tab:red", zorder=3, label="non-dominated")
         ax.plot(front[diversity], front[accuracy], color="tab:red", alpha=0.5)
-        if label in f.columns:
-            for r in f.itertuples(index=False):
-                ax.annotate(str(getattr(r, label)), (getattr(r, diversity), getattr(r, accuracy)), fontsize=7,
-                            xytext=(3, 3), textcoords="offset points")
+        if label in f.columns:  # one annotation per location: coincident points share it
+            at: dict[tuple[float, float], list[str]] = {}
+            for x, y, text in zip(f[diversity], f[accuracy], f[label], strict=True):
+                if np.isfinite(x) and np.isfinite(y):
+                    at.setdefault((float(x), float(y)), []).append(str(text))
+            for (x, y), texts in at.items():
+                ax.annotate(", ".join(texts), (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
         ax.set_xlabel(f"diversity: {diversity.replace('_', ' ')}")
         ax.set_ylabel(f"accuracy: {accuracy.replace('_', ' ')}")
         ax.set_title(name, fontsize=9)

@@ -29,6 +29,7 @@ from pushrl.experiments.hillstrom import hillstrom_section
 from pushrl.experiments.online_test import online_test_section
 from pushrl.experiments.outputs import RunFolder
 from pushrl.experiments.selection import selection_markdown, selection_study
+from pushrl.experiments.sequential import sequential_section
 from pushrl.policies.evaluation import EstimatorSettings, PolicyEvaluation, evaluate_policy
 from pushrl.policies.policy import to_action_dist
 
@@ -223,6 +224,13 @@ def run_dataset(cfg: DictConfig, data: LoggedData, split: Split, default_objecti
                                    plot_path=out_dir / "power.png", title=f"{key}: power of the A/B test of {candidate}")
         run.add_section(f"{key}: the online A/B test that would confirm `{candidate}`", test.markdown)
         run.add_metrics(f"{key}/abtest", test.metrics)
+    # 8. the sequential problem: PPO vs bandits with fatigue and churn, and the accuracy-diversity front
+    if cfg.sequential.enabled and stop_after is None:
+        say(f"[bold]{key}[/bold]: sequential simulator (fatigue and churn on): PPO vs bandits, lambda sweep ...")
+        seq = sequential_section(cfg.sequential, model=model, pool_contexts=x_train_pool(model, split), categories=
+                                 promotion_categories(data), action_ids=data.action_ids, objective_name=objective.name,
+                                 key=key, run=run, seed=int(cfg.seed), say=say)
+        run.add_metrics(f"{key}/sequential", seq)
     # 8. the campaign-specific analysis: uplift baselines, every objective, Qini, cross-fitted fidelity
     if cfg.data.kind == "hillstrom" and stop_after is None:
         say(f"[bold]{key}[/bold]: uplift baselines, Qini curves and cross-fitted fidelity ...")
@@ -260,6 +268,25 @@ def choose_estimator(cfg: DictConfig, data: LoggedData, settings: EstimatorSetti
     run.add_section(f"{key}: estimator selection (synthetic ground truth)",
                     selection_markdown(table, rec, data.n_rounds, cfg.eval.selection_seeds))
     return rec
+
+
+def x_train_pool(model: ResponseModel, split: Split) -> np.ndarray:
+    """Encoded training contexts (no intercept): the users the sequential simulator draws."""
+    return model.encode(split.train)[0].astype(np.float64)
+
+
+def promotion_categories(data: LoggedData) -> np.ndarray:
+    """(A,) category code per promotion, for novelty and coverage: the catalogue's categorical feature with
+    the fewest levels above one (OBD: item_feature_3; Hillstrom: merchandise); one category if none."""
+    feats = data.catalogue.features
+    best = None
+    for col in data.catalogue.categorical_features:
+        levels = feats[col].nunique()
+        if levels > 1 and (best is None or levels < feats[best].nunique()):
+            best = col
+    if best is None:
+        return np.zeros(data.n_actions, dtype=np.int64)
+    return pd.factorize(feats[best].astype(str))[0].astype(np.int64)
 
 
 def objective_no_push(cfg: DictConfig, data: LoggedData):

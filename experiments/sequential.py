@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from pushrl.agents.bandits import BANDITS, BanditAgent, make_bandit  # noqa: E402
+from pushrl.agents.bandits import BanditAgent, make_bandit  # noqa: E402
 from pushrl.agents.rollout import RolloutResult, estimate, learn_online, rollout  # noqa: E402
 from pushrl.agents.sb3_agents import SB3AgentConfig, train_sb3  # noqa: E402
 from pushrl.envs.atomic import write_text, write_with  # noqa: E402
@@ -58,103 +58,13 @@ ENV_OBJECTIVE = {"click": "click", "visit": "click", "conversion": "conversion",
 """Pipeline objective -> env objective."""
 TABLE_METRICS = ("reward_per_user", "click_rate", "pushes_per_user", "unsubscribe_rate", "catalogue_coverage",
                  "category_novelty", "exposure_gini")
-PARETO_AGENTS = ("greedy", *BANDITS)
 GREEDY = "greedy_myopic"
+PPO_CURVE_USERS = 512
+CONSTANT_CV = 0.01
+"""Coefficient of variation of the expected objective below which the model counts as constant."""
 
 
-@dataclass
-class SequentialConfig:
-    """The sequential section of `pushrl run` (PushrlConfig.sequential). Defaults keep it near a minute.
-
-    Costs and λ are in average pushes (see the module docstring).
-    """
-
-    enabled: bool = True
-    """Run the section at all."""
-    n_users: int = 5_000
-    """Pool size: simulated users are drawn from this many training users (all if fewer)."""
-    horizon: int = 30
-    """Days per user episode (one push opportunity a day)."""
-    ppo_timesteps: int = 100_000
-    """PPO training budget in user-days (summed over the n_envs users)."""
-    n_envs: int = 64
-    """Users PPO steps together."""
-    ppo_learning_rate: float = 3e-4
-    """PPO's Adam step size."""
-    ppo_curve_points: int = 5
-    """Learning-curve evaluations during PPO training (each 256 users x 3 seeds)."""
-    bandits: dict[str, Any] = field(default_factory=lambda: {"linucb": {"alpha": 0.5}, "epsilon_greedy": {"epsilon": 0.1}})
-    """Bandits compared with PPO: name (pushrl.agents.bandits.BANDITS) -> hyperparameters."""
-    bandit_days: int = 90
-    """Online learning steps (days) of each bandit, bandit_users users a day."""
-    bandit_users: int = 256
-    """Users a bandit decides for each online day."""
-    bandit_context_dims: int = 16
-    """Bandits see the top principal components of the user context (this many), the history part of
-    the observation and an intercept; the full ~110-wide OBD context makes LinUCB 30x slower."""
-    eval_users: int = 1_000
-    """Users per evaluation seed (the same users and seeds for every agent)."""
-    eval_seeds: int = 5
-    """Evaluation seeds; CIs are 95% t-intervals over seeds (>= 2)."""
-    fatigue_factor: float = 0.85
-    """Multiplicative fatigue per push in the last fatigue_window days (used when the response model
-    does not react to recent pushes itself, as models fitted on OBD and Hillstrom do not)."""
-    fatigue_window: int = 3
-    """Days over which recent pushes count for fatigue and churn."""
-    churn_logit: float = -5.5
-    """Logit of the unsubscribe probability of a push to a rested user."""
-    churn_slope: float = 0.4
-    """Increase of that logit per recent push."""
-    frequency_cap: int | None = None
-    """At most this many pushes per 7 days (None: no cap, so whether to space pushes is the agents' call)."""
-    unsubscribe_cost: float = 30.0
-    """Reward lost when a user unsubscribes, in average pushes."""
-    push_cost: float = 0.0
-    """Cost of each push message, in average pushes."""
-    diversity_weight: float = 0.0
-    """λ of the main comparison (PPO, bandits, baselines), in average pushes."""
-    lambdas: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 1.0, 2.0, 4.0])
-    """λ values of the accuracy–diversity sweep, in average pushes."""
-    pareto_agents: list[str] = field(default_factory=lambda: ["greedy"])
-    """Agents of the sweep: "greedy" (λ-weighted myopic re-ranker, no training) and/or bandit names
-    (each learns online with λ x novelty in its reward; costs bandit_days per λ)."""
-    no_push_action: str | None = "No E-Mail"
-    """A log action meaning "send nothing" (Hillstrom): not pushable; the env's push-nothing stands for it."""
-
-    def __post_init__(self) -> None:
-        for name, low in (("n_users", 1), ("horizon", 1), ("ppo_timesteps", 1), ("n_envs", 1), ("ppo_curve_points", 0),
-                          ("bandit_days", 1), ("bandit_users", 1), ("bandit_context_dims", 1), ("eval_users", 1),
-                          ("eval_seeds", 2), ("fatigue_window", 1)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < low:
-                raise ValueError(f"SequentialConfig.{name} must be an integer >= {low}, got {v!r}")
-        if self.frequency_cap is not None and (isinstance(self.frequency_cap, bool) or self.frequency_cap < 1):
-            raise ValueError(f"SequentialConfig.frequency_cap must be None or an integer >= 1, got {self.frequency_cap!r}")
-        for name in ("ppo_learning_rate", "fatigue_factor", "churn_logit", "churn_slope", "unsubscribe_cost",
-                     "push_cost", "diversity_weight"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int | float) or not np.isfinite(v):
-                raise ValueError(f"SequentialConfig.{name} must be a finite number, got {v!r}")
-        if self.ppo_learning_rate <= 0 or not 0 < self.fatigue_factor <= 1:
-            raise ValueError(f"SequentialConfig: ppo_learning_rate must be > 0 and fatigue_factor in (0, 1], got "
-                             f"{self.ppo_learning_rate} and {self.fatigue_factor}")
-        for name in ("churn_slope", "unsubscribe_cost", "push_cost", "diversity_weight"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"SequentialConfig.{name} must be >= 0, got {getattr(self, name)}")
-        lams = list(self.lambdas)
-        if not lams or any(isinstance(v, bool) or not isinstance(v, int | float) or not np.isfinite(v) or v < 0 for v in lams):
-            raise ValueError(f"SequentialConfig.lambdas must be a non-empty list of numbers >= 0, got {lams}")
-        self.lambdas = [float(v) for v in lams]
-        bandits = dict(self.bandits or {})
-        unknown = sorted(set(bandits) - set(BANDITS))
-        if unknown:
-            raise ValueError(f"SequentialConfig.bandits has unknown bandit(s) {unknown}; allowed: {sorted(BANDITS)}")
-        self.bandits = {k: dict(v or {}) for k, v in bandits.items()}
-        bad = sorted(set(self.pareto_agents) - set(PARETO_AGENTS))
-        if bad or not self.pareto_agents:
-            raise ValueError(f"SequentialConfig.pareto_agents must name one or more of {list(PARETO_AGENTS)}, got "
-                             f"{list(self.pareto_agents)}")
-        self.pareto_agents = list(self.pareto_agents)
+from pushrl.experiments.sequential_config import SequentialConfig  # noqa: E402
 
 
 def as_sequential_config(cfg: Any) -> SequentialConfig:
@@ -264,7 +174,8 @@ def build_world(cfg: SequentialConfig, model: ResponseFunction, pool_contexts: n
     sample = shop.contexts[: min(len(shop.contexts), 2_000)]
     pred = shop.response.predict(sample, np.zeros(len(sample)), np.zeros(len(sample), dtype=np.int64))
     q = np.asarray(pred[objective], dtype=np.float64)
-    unit = float(q[:, probe.promotion_index].mean())
+    pushable = q[:, probe.promotion_index]
+    unit = float(pushable.mean())
     if not np.isfinite(unit) or unit <= 0:
         raise ValueError(f"the response model's mean expected {objective} per push is {unit}: the section's costs and λ "
                          "are in units of it and need it > 0")
@@ -272,7 +183,12 @@ def build_world(cfg: SequentialConfig, model: ResponseFunction, pool_contexts: n
         no_push_baseline = float(q[:, ids.index(cfg.no_push_action)].mean())
         notes.append(f"`{cfg.no_push_action}` is the simulator's push-nothing action, which earns 0; the response model "
                      f"predicts {no_push_baseline:.4g} {objective} for it (users respond without a push), so simulator "
-                     "rewards here are gross, not the uplift over sending nothing")
+                     "rewards here are gross, not the uplift over sending nothing; catalogue coverage still counts it "
+                     f"as a promotion, so its maximum is {len(allowed)}/{len(ids)}")
+    if np.isfinite(unit) and unit > 0 and float(pushable.std()) < CONSTANT_CV * unit:
+        notes.append(f"the response model predicts (nearly) the same {objective} for every user and promotion "
+                     f"({unit:.4g}, relative spread {float(pushable.std()) / unit:.1%}; it kept the base rate), so which "
+                     "promotion is pushed does not change the outcome here: only whether and when to push does")
     config = dataclasses.replace(base, unsubscribe_penalty=cfg.unsubscribe_cost * unit, push_cost=cfg.push_cost * unit,
                                  diversity_weight=cfg.diversity_weight * unit)
     mode = probe.fatigue_mode
@@ -308,10 +224,11 @@ class MyopicGreedy(BasePolicy):
     + λ × novelty of a's category − push_cost − unsubscribe_penalty × P(unsubscribe | recent pushes);
     push nothing (score 0) when no score is positive or the frequency cap is hit. It knows the
     response model exactly but ignores what today's push does to tomorrow: the myopic optimum.
+    `max_recent` = k: push nothing to users with more than k pushes in the fatigue window (a spacing rule).
     """
 
-    def __init__(self, dynamics: PushDynamics, diversity_weight: float) -> None:
-        self.dyn, self.lam = dynamics, float(diversity_weight)
+    def __init__(self, dynamics: PushDynamics, diversity_weight: float, max_recent: int | None = None) -> None:
+        self.dyn, self.lam, self.max_recent = dynamics, float(diversity_weight), max_recent
         self.n_features = dynamics.obs_dim
         self._cats = dynamics.categories[dynamics.promotion_index]
 
@@ -333,6 +250,8 @@ class MyopicGreedy(BasePolicy):
         p_unsub = 0.5 * (1.0 + np.tanh(0.5 * (c.churn_logit + c.churn_slope * recent)))
         push = q + self.lam * novelty - c.push_cost - c.unsubscribe_penalty * p_unsub[:, None]
         push[obs[:, -1] > 0.5] = -np.inf  # cap hit: a push would be refused
+        if self.max_recent is not None:
+            push[recent > self.max_recent + 0.5] = -np.inf
         return np.hstack([push, np.zeros((n, 1))])
 
     def _probabilities(self, contexts: np.ndarray) -> np.ndarray:
@@ -420,7 +339,7 @@ def learning_curve_plot(curve: pd.DataFrame, references: pd.DataFrame, path: Pat
     for ax, metric, label in ((axes[0], "reward_per_user", "reward per user-episode"),
                               (axes[1], "pushes_per_user", "pushes per user-episode")):
         if len(curve):
-            ax.plot(curve["timesteps"], curve[metric], "o-", color="black", label="ppo (256 users x 3 seeds)")
+            ax.plot(curve["timesteps"], curve[metric], "o-", color="black", label=f"ppo ({PPO_CURVE_USERS} users x 3 seeds)")
             if metric == "reward_per_user":
                 ax.fill_between(curve["timesteps"], curve["reward_per_user_ci_low"], curve["reward_per_user_ci_high"],
                                 color="black", alpha=0.12)
@@ -429,21 +348,22 @@ def learning_curve_plot(curve: pd.DataFrame, references: pd.DataFrame, path: Pat
                 ax.axhline(row[metric], ls="--", lw=1, color=colors[i % len(colors)], label=f"{name} (final eval)")
         ax.set_xlabel("PPO timesteps (user-days)")
         ax.set_ylabel(label)
-    axes[0].legend(fontsize=7, loc="best")
+    axes[1].legend(*axes[0].get_legend_handles_labels(), fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.suptitle(title, fontsize=9)
     write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
     plt.close(fig)
     return path
 
 
-def _monotone(points: pd.DataFrame) -> tuple[bool, float]:
-    """(click rate never rises as novelty rises, Spearman rank correlation of the two) over one agent's sweep."""
+def _monotone(points: pd.DataFrame) -> tuple[str, float]:
+    """Over one agent's sweep: "flat" (one click rate at every λ), "monotone" (click rate never rises as
+    novelty rises) or "not monotone"; and the Spearman rank correlation of click rate and novelty."""
     p = points.dropna(subset=[ACCURACY, DIVERSITY]).sort_values([DIVERSITY, ACCURACY], ascending=[True, False])
-    if len(p) < 2:
-        return True, float("nan")
     acc = p[ACCURACY].to_numpy()
+    if len(p) < 2 or np.ptp(acc) <= 1e-12 * max(1.0, float(np.abs(acc).max())):
+        return "flat", float("nan")
     rho = float(p[[ACCURACY, DIVERSITY]].rank().corr().iloc[0, 1])
-    return bool(np.all(np.diff(acc) <= 1e-12)), rho
+    return ("monotone" if np.all(np.diff(acc) <= 1e-12) else "not monotone"), rho
 
 
 def pareto_sweep(cfg: SequentialConfig, world: World, seed: int, eval_seed: int, say) -> pd.DataFrame:
@@ -511,8 +431,8 @@ def sequential_section(cfg_seq: Any, *, model: ResponseFunction, pool_contexts: 
     eval_freq = max(1, cfg.ppo_timesteps // cfg.ppo_curve_points) if cfg.ppo_curve_points else 0
     sb3 = SB3AgentConfig(algo="ppo", total_timesteps=cfg.ppo_timesteps, n_envs=cfg.n_envs,
                          learning_rate=cfg.ppo_learning_rate, seed=ppo_seed, tensorboard_log=None,
-                         checkpoint_freq=max(1, cfg.ppo_timesteps // 2), eval_freq=eval_freq, eval_users=256,
-                         eval_seeds=3)
+                         checkpoint_freq=max(1, cfg.ppo_timesteps // 2), eval_freq=eval_freq, eval_users=PPO_CURVE_USERS,
+                         eval_seeds=3, algo_kwargs={"n_steps": cfg.ppo_n_steps, "ent_coef": cfg.ppo_ent_coef})
     say(f"  ppo: {cfg.ppo_timesteps:,} user-days on {cfg.n_envs} users at a time")
     trained = train_sb3(sb3, factory, run.path(key, "ppo"))
     policies: dict[str, BasePolicy] = {"ppo": trained.policy()}
@@ -531,6 +451,9 @@ def sequential_section(cfg_seq: Any, *, model: ResponseFunction, pool_contexts: 
     # baselines and evaluation -------------------------------------------------------------------
     t = time.perf_counter()
     policies[GREEDY] = MyopicGreedy(eval_env.dynamics, world.config.diversity_weight)
+    if cfg.spacing_rules:
+        for k in range(cfg.fatigue_window):
+            policies[f"greedy_spaced_{k}"] = MyopicGreedy(eval_env.dynamics, world.config.diversity_weight, k)
     policies["uniform_push"] = UniformPush(n_promotions)
     policies["never_push"] = ConstantPolicy(n_promotions + 1, n_promotions)
     say(f"  evaluating {len(policies)} agents on {cfg.eval_users:,} users x {cfg.eval_seeds} seeds")
@@ -551,14 +474,26 @@ def sequential_section(cfg_seq: Any, *, model: ResponseFunction, pool_contexts: 
     timings["total"] = time.perf_counter() - t_start
 
     comparisons = {b: compare(results["ppo"], results[b]) for b in cfg.bandits}
+    spacing = _spacing(results)
     monotone = {a: _monotone(front[front["agent"] == a]) for a in cfg.pareto_agents}
-    _sections(run, key, cfg, world, table, comparisons, front, monotone, trained.learning_curve, explained, timings)
+    _sections(run, key, cfg, world, table, comparisons, spacing, front, monotone, trained.learning_curve, explained,
+              timings)
     say(f"  sequential section done in {timings['total']:.0f} s")
-    return _headline(cfg, world, table, comparisons, front, monotone, timings)
+    return _headline(cfg, world, table, comparisons, spacing, front, monotone, timings)
+
+
+def _spacing(results: dict[str, RolloutResult]) -> dict[str, Any]:
+    """The best spacing rule against the daily myopic greedy, and PPO against both (empty without rules)."""
+    rules = [n for n in results if n.startswith("greedy_spaced_")]
+    if not rules or GREEDY not in results:
+        return {}
+    best = max(rules, key=lambda n: results[n].metrics["reward_per_user"].mean)
+    return {"best_rule": best, "rule_vs_greedy": compare(results[best], results[GREEDY]),
+            "ppo_vs_rule": compare(results["ppo"], results[best]), "ppo_vs_greedy": compare(results["ppo"], results[GREEDY])}
 
 
 def _headline(cfg: SequentialConfig, world: World, table: pd.DataFrame, comparisons: dict[str, dict[str, Any]],
-              front: pd.DataFrame, monotone: dict[str, tuple[bool, float]], timings: dict[str, float]) -> dict[str, Any]:
+              spacing: dict[str, Any], front: pd.DataFrame, monotone: dict[str, tuple[str, float]], timings: dict[str, float]) -> dict[str, Any]:
     agents = {name: {m: float(table.loc[name, m]) for m in TABLE_METRICS}
               | {f"reward_per_user_ci_{s}": float(table.loc[name, f"reward_per_user_ci_{s}"]) for s in ("low", "high")}
               for name in table.index}
@@ -575,15 +510,18 @@ def _headline(cfg: SequentialConfig, world: World, table: pd.DataFrame, comparis
         "best_agent": best,
         "ppo_vs_bandits": comparisons,
         "ppo_beats_bandits": bool(comparisons) and all(c["verdict"] == "better" for c in comparisons.values()),
+        "spacing": spacing,
         "pareto": points,
-        "pareto_monotone": {a: m[0] for a, m in monotone.items()},
+        "pareto_monotone": {a: m[0] != "not monotone" for a, m in monotone.items()},
+        "pareto_shape": {a: m[0] for a, m in monotone.items()},
         "seconds": timings,
     }
 
 
 def _sections(run: RunFolder, key: str, cfg: SequentialConfig, world: World, table: pd.DataFrame,
-              comparisons: dict[str, dict[str, Any]], front: pd.DataFrame, monotone: dict[str, tuple[bool, float]],
-              curve: pd.DataFrame, explained: float | None, timings: dict[str, float]) -> None:
+              comparisons: dict[str, dict[str, Any]], spacing: dict[str, Any], front: pd.DataFrame,
+              monotone: dict[str, tuple[str, float]], curve: pd.DataFrame, explained: float | None,
+              timings: dict[str, float]) -> None:
     c = world.config
     obj = c.objective
     md = [f"Every agent runs in the push simulator over the response model: {len(world.shop.contexts):,} training users "
@@ -609,12 +547,12 @@ def _sections(run: RunFolder, key: str, cfg: SequentialConfig, world: World, tab
         md.append(f"| {name} | {_ci(table, name, 'reward_per_user')} | {_fmt(r.click_rate)} | {_fmt(r.pushes_per_user)} | "
                   f"{_fmt(r.unsubscribe_rate)} | {_fmt(r.catalogue_coverage)} | {_fmt(r.category_novelty)} | "
                   f"{_fmt(r.exposure_gini)} |")
-    md += ["", _verdict(table, comparisons), ""]
+    md += ["", _verdict(table, comparisons, spacing), ""]
     if len(curve):
         first, last = curve.iloc[0], curve.iloc[-1]
         md.append(f"While training, PPO went from {_fmt(first.reward_per_user)} to {_fmt(last.reward_per_user)} reward per "
                   f"user and from {_fmt(first.pushes_per_user)} to {_fmt(last.pushes_per_user)} pushes per user "
-                  f"(256 users x 3 seeds per point; `{key}/ppo/learning_curve.csv`).")
+                  f"({PPO_CURVE_USERS} users x 3 seeds per point; `{key}/ppo/learning_curve.csv`).")
     md += ["", f"![PPO learning curve]({key}/sequential/ppo_learning_curve.png)", "",
            f"Table with every metric and CI: `{key}/sequential/sequential.csv`; PPO checkpoints: `{key}/ppo/checkpoints/`. "
            f"Section time: {timings['total']:.0f} s (PPO {timings['ppo']:.0f} s, bandits {timings['bandits']:.0f} s, "
@@ -633,24 +571,37 @@ def _sections(run: RunFolder, key: str, cfg: SequentialConfig, world: World, tab
                   f"{_fmt(r[DIVERSITY + '_ci_high'])}] | {_fmt(r['catalogue_coverage'])} | {_fmt(r['pushes_per_user'])} | "
                   f"{'yes' if r['non_dominated'] else 'no'} |")
     pm.append("")
-    for agent, (mono, rho) in monotone.items():
+    for agent, (shape, rho) in monotone.items():
         pts = front[front["agent"] == agent]
         spread = pts[ACCURACY].max() - pts[ACCURACY].min()
         width = float(np.nanmean(pts[ACCURACY + "_ci_high"] - pts[ACCURACY + "_ci_low"]))
         noise = " (the click-rate differences are within the CIs)" if np.isfinite(width) and spread <= width else ""
-        if mono:
+        nov = f"novelty {_fmt(pts[DIVERSITY].min())} to {_fmt(pts[DIVERSITY].max())}"
+        if shape == "flat":
+            pm.append(f"- **{agent}: flat** — the same click rate ({_fmt(pts[ACCURACY].iloc[0])}) at every λ while "
+                      f"{nov}: here diversity costs no accuracy.")
+        elif shape == "monotone":
             pm.append(f"- **{agent}: monotone** — more diversity never came with a higher click rate (rank correlation "
-                      f"{_fmt(rho)}){noise}.")
+                      f"{_fmt(rho)}; {nov}){noise}.")
         else:
             pm.append(f"- **{agent}: not monotone** — somewhere along the sweep more diversity came with a higher click "
-                      f"rate (rank correlation of click rate and novelty {_fmt(rho)}){noise}.")
+                      f"rate (rank correlation of click rate and novelty {_fmt(rho)}; {nov}){noise}.")
     pm += ["", f"![accuracy–diversity front]({key}/sequential/pareto.png)", "",
            f"Points with CIs: `{key}/sequential/pareto.csv`. A Hydra multirun over `sequential.diversity_weight` "
            "collects every job's agents into one front: `python -m pushrl.experiments.pareto MULTIRUN_DIR`."]
     run.add_section(f"{key}: accuracy–diversity front (λ sweep)", "\n".join(pm))
 
 
-def _verdict(table: pd.DataFrame, comparisons: dict[str, dict[str, Any]]) -> str:
+def _paired(cmp: dict[str, Any]) -> str:
+    """The paired difference and, when the CIs overlap but it excludes 0, that it does."""
+    lo, hi = cmp["difference_ci_low"], cmp["difference_ci_high"]
+    text = f"paired difference over the shared seeds {_fmt(cmp['difference'])} [{_fmt(lo)}, {_fmt(hi)}]"
+    if cmp["verdict"] == "overlap" and (lo > 0 or hi < 0):
+        text += ", which excludes 0: on the same users and seeds the difference is real"
+    return text
+
+
+def _verdict(table: pd.DataFrame, comparisons: dict[str, dict[str, Any]], spacing: dict[str, Any]) -> str:
     if not comparisons:
         return "No bandits configured: nothing to compare PPO with."
     lines = []
@@ -659,15 +610,22 @@ def _verdict(table: pd.DataFrame, comparisons: dict[str, dict[str, Any]]) -> str
                 "worse": f"**{b} beats PPO**: the 95% CIs of reward per user do not overlap",
                 "overlap": f"**PPO does not significantly beat {b}**: the 95% CIs of reward per user overlap"}[cmp["verdict"]]
         lines.append(f"- {what} (PPO {_ci(table, 'ppo', 'reward_per_user')} vs {_ci(table, b, 'reward_per_user')}; "
-                     f"paired difference over the shared seeds {_fmt(cmp['difference'])} "
-                     f"[{_fmt(cmp['difference_ci_low'])}, {_fmt(cmp['difference_ci_high'])}]).")
-    ppo_push = table.loc["ppo", "pushes_per_user"]
-    bandit_push = np.mean([table.loc[b, "pushes_per_user"] for b in comparisons])
-    spacing = ("spaces its pushes" if ppo_push < 0.8 * bandit_push else "pushes about as often as the bandits"
-               if ppo_push <= 1.2 * bandit_push else "pushes more often than the bandits")
-    lines.append(f"- PPO {spacing}: {_fmt(ppo_push)} pushes per user vs {_fmt(bandit_push)} for the bandits (mean), "
-                 f"unsubscribe rate {_fmt(table.loc['ppo', 'unsubscribe_rate'])} vs "
-                 f"{_fmt(np.mean([table.loc[b, 'unsubscribe_rate'] for b in comparisons]))}.")
+                     f"{_paired(cmp)}).")
+    def habit(name: str) -> str:
+        return (f"`{name}` {_fmt(table.loc[name, 'pushes_per_user'])} pushes per user, unsubscribe rate "
+                f"{_fmt(table.loc[name, 'unsubscribe_rate'])}")
+
+    lines.append("- How often they push: " + "; ".join(habit(n) for n in ["ppo", *comparisons]) + ".")
+    if spacing:
+        rule, rg, pr = spacing["best_rule"], spacing["rule_vs_greedy"], spacing["ppo_vs_rule"]
+        pays = {"better": "**spacing pays** in this simulator (non-overlapping CIs)", "worse": "spacing does not pay here",
+                "overlap": "spacing is not a significant gain by non-overlapping CIs"}[rg["verdict"]]
+        ppo_vs_rule = {"better": "PPO is above it", "worse": "PPO is below it",
+                       "overlap": "PPO's CI overlaps it"}[pr["verdict"]]
+        lines.append(f"- Is there anything to learn about *when*? The best spacing rule `{rule}` (the myopic greedy, "
+                     f"pushing only to users with at most {rule.rsplit('_', 1)[1]} pushes in the fatigue window) earns "
+                     f"{_ci(table, rule, 'reward_per_user')} vs {_ci(table, GREEDY, 'reward_per_user')} for the daily "
+                     f"myopic greedy ({_paired(rg)}): {pays}; {ppo_vs_rule} ({_paired(pr)}).")
     best = str(table["reward_per_user"].idxmax())
     lines.append(f"- Highest reward per user: `{best}` ({_ci(table, best, 'reward_per_user')}).")
     return "\n".join(lines)

@@ -30,6 +30,8 @@ def test_run_on_synthetic_writes_run_folder(tmp_path):
     report = (run / "report.md").read_text()
     assert "which policy to ship" in report and "**Ship:" in report
     assert "online A/B test that would confirm" in report and (run / "synthetic/power.png").exists()
+    assert (run / "synthetic/sequential/sequential.csv").exists() and (run / "synthetic/sequential/pareto.png").exists()
+    assert any(k.startswith("synthetic/sequential/agents/") for k in metrics)
     assert metrics["synthetic/abtest/users_control"] > 0
     assert str(run) in out.stdout
 

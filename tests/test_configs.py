@@ -34,11 +34,11 @@ def test_every_experiment_preset_composes(composer, preset):
     assert cfg.data.kind in ("obd", "hillstrom", "synthetic", "file")
 
 
-@pytest.mark.parametrize("group", ["data", "objective", "agents", "policy"])
+@pytest.mark.parametrize("group", ["data", "objective", "agents", "policy", "env"])
 def test_every_group_option_composes(composer, group):
     for option in _names(group):
         cfg = composer([f"{group}={option}"])
-        assert group in cfg
+        assert (group if group != "env" else "sequential") in cfg
 
 
 def test_presets_override_what_they_say(composer):
