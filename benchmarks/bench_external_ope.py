@@ -19,17 +19,18 @@ from pushrl.policies.external import load_external_policy
 from pushrl.policies.ope import ESTIMATORS, OPEInputs, stream_intervals
 
 N_ROWS = 10_000_000
+CHUNK = 250_000  # rows per chunk: the policy's (chunk, 80, 3) float64 probabilities are 480 MB
 
 
 def _read_only(path: str, cat: str) -> int:
-    return sum(len(c) for c, _, _ in iter_log_chunks(path, SCHEMA, load_catalogue(cat)))
+    return sum(len(c) for c, _, _ in iter_log_chunks(path, SCHEMA, load_catalogue(cat), chunksize=CHUNK))
 
 
 def _ope(path: str, cat: str, policy_path: str) -> dict:
     ext = load_external_policy(policy_path, N_ROWS, 80, 3)
 
     def chunks():
-        for chunk, _, _ in iter_log_chunks(path, SCHEMA, load_catalogue(cat)):
+        for chunk, _, _ in iter_log_chunks(path, SCHEMA, load_catalogue(cat), chunksize=CHUNK):
             rows = chunk.index.to_numpy()
             yield OPEInputs(np.ascontiguousarray(ext.rows(rows)), chunk["click"].to_numpy(),
                             chunk["action_index"].to_numpy(), chunk["propensity"].to_numpy(),
