@@ -151,6 +151,7 @@ class PushrlConfig:
     progress: bool = True
     data: DataConfig = MISSING
     also: list[str] = field(default_factory=list)  # more embedded datasets `run` covers (data config names)
+    synthetic_fidelity: bool = True  # `run` also checks a simulator learned from a known synthetic shop
     split: SplitConfig = field(default_factory=SplitConfig)
     objective: ObjectiveConfig = MISSING
     model: ModelConfig = field(default_factory=ModelConfig)

@@ -82,3 +82,19 @@ def power_curve(days: np.ndarray, power: np.ndarray, target: float, path: Path, 
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def synthetic_fidelity_plot(table: pd.DataFrame, logging_ci: tuple[float, float, float], path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(6.5, 3.2))
+    y = np.arange(len(table))
+    ax.scatter(table["true"], y, marker="o", color="black", label="truth", zorder=3)
+    ax.scatter(table["simulated"], y, marker="x", color="tab:red", s=60, label="learned simulator", zorder=3)
+    for yi, t in zip(y, table["true"], strict=True):
+        ax.plot([0.9 * t, 1.1 * t], [yi, yi], color="grey", lw=4, alpha=0.3)
+    m, lo, hi = logging_ci
+    ax.axvspan(lo, hi, color="tab:blue", alpha=0.1, label="logged click rate 95% CI")
+    ax.set_yticks(y, table["policy"])
+    ax.set_xlabel("value (click rate); grey band: truth +-10%")
+    ax.set_title("learned simulator vs the synthetic truth", fontsize=9)
+    ax.legend(fontsize=8)
+    return _save(fig, path)

@@ -90,6 +90,10 @@ def stage_run(cfg: DictConfig, run: RunFolder, stop_after: str | None = None) ->
                           truth=truth, stop_after=stop_after)
         if res is not None:
             results.append(res)
+    if cfg.synthetic_fidelity:
+        from pushrl.experiments.synthetic_fidelity import synthetic_fidelity_section
+
+        run.add_metrics("synthetic_fidelity", synthetic_fidelity_section(run, int(cfg.seed), console.print))
     return results
 
 
