@@ -5,7 +5,10 @@ from __future__ import annotations
 import torch
 
 from pushrl.experiments.outputs import RunFolder
-from pushrl.experiments.synthetic_fidelity import synthetic_fidelity_section, synthetic_fidelity_table
+from pushrl.experiments.synthetic_fidelity import (
+    synthetic_fidelity_section,
+    synthetic_fidelity_table,
+)
 
 
 def test_table_within_ten_percent_and_not_vacuous():
