@@ -27,7 +27,7 @@ class DataConfig:
     path: str | None = None  # file (or hillstrom override)
     catalogue: str | None = None  # file: promotion catalogue (id column = `action`)
     action: str = "action"
-    propensity: str | None = "propensity"
+    propensity: str | None = "propensity"  # the column, or "estimate" (cross-fitted, calibrated estimates)
     rewards: list[str] = field(default_factory=lambda: ["click"])
     optional_rewards: list[str] = field(default_factory=lambda: ["conversion", "revenue"])
     timestamp: str | None = "timestamp"

@@ -10,6 +10,7 @@ from pushrl.envs.schema import LogSchema
 from pushrl.envs.synthetic import SyntheticConfig, SyntheticTruth, generate_log
 
 DATA_KINDS = ("obd", "hillstrom", "synthetic", "file")
+ESTIMATE = "estimate"  # data.propensity=estimate: estimate the logging propensities (cross-fitted, calibrated)
 
 
 def load_data(cfg) -> tuple[LoggedData, SyntheticTruth | None]:
@@ -37,7 +38,7 @@ def load_data(cfg) -> tuple[LoggedData, SyntheticTruth | None]:
             action=cfg.action,
             rewards=tuple(cfg.rewards),
             optional_rewards=tuple(cfg.optional_rewards),
-            propensity=cfg.propensity,
+            propensity=None if cfg.propensity == ESTIMATE else cfg.propensity,
             timestamp=cfg.timestamp,
             user_id=cfg.user_id,
             position=cfg.position,

@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 from pushrl.envs.atomic import write_json
 from pushrl.envs.logged_data import LoggedData
 from pushrl.envs.split import split_log
+from pushrl.experiments import plots
 from pushrl.experiments.outputs import RunFolder
 from pushrl.experiments.pipeline import choose_estimator
 from pushrl.policies.evaluation import EstimatorSettings, PolicyEvaluation, evaluate_policy
@@ -98,7 +99,13 @@ def evaluate_command(cfg: DictConfig, data: LoggedData, run: RunFolder, reward: 
         recommended=rec, settings=settings,
         n_bootstrap=cfg.eval.n_bootstrap, alpha=cfg.eval.alpha, seed=cfg.seed, identified=identified,
     )
-    path = write_json(run.path("evaluation.json"), ev.to_json())
+    estimated = [n for n in data.notes if "propensities estimated" in n]
+    ev.notes += estimated
+    doc = ev.to_json()
+    doc["propensities"] = "estimated" if estimated else "logged"
+    path = write_json(run.path("evaluation.json"), doc)
+    weights = dist[np.arange(len(rows)), sub.action, sub.position] / sub.pscore
+    plots.weight_histogram(weights, ev.diagnostics, run.path("weights.png"), f"importance weights of {name}")
     rows_md = ["| estimator | value | 95% CI | lift vs logging |", "|---|---|---|---|"]
     for k, i in ev.estimates.items():
         rows_md.append(f"| {k} | {i.value:.6g} | [{i.ci_low:.6g}, {i.ci_high:.6g}] | {ev.lift(k):+.1%} |")
@@ -107,5 +114,6 @@ def evaluate_command(cfg: DictConfig, data: LoggedData, run: RunFolder, reward: 
                 f"recommended estimator: **{ev.recommended}**; ESS {d.effective_sample_size:,.0f} of {ev.n_rounds:,}; "
                 f"max weight {d.max_weight:.3g}; low-support mass {d.low_support_mass:.3g}."]
     rows_md += [f"- {n}" for n in ev.notes]
+    rows_md += ["", "![importance weights](weights.png)"]
     run.add_section(f"OPE of `{name}` on {data.name} ({cfg.eval.split} split, {ev.n_rounds:,} rows)", "\n".join(rows_md))
     return ev, path

@@ -98,3 +98,20 @@ def synthetic_fidelity_plot(table: pd.DataFrame, logging_ci: tuple[float, float,
     ax.set_title("learned simulator vs the synthetic truth", fontsize=9)
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def weight_histogram(weights: np.ndarray, diagnostics, path: Path, title: str) -> Path:
+    """Distribution of the importance weights pi(a|x) / pi_0(a|x) on the logged rows (overlap diagnostic)."""
+    w = np.asarray(weights, dtype=float)
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    positive = w[w > 0]
+    if len(positive):
+        bins = np.logspace(np.log10(positive.min()), np.log10(max(positive.max(), positive.min() * 1.01)), 40)
+        ax.hist(positive, bins=bins, color="tab:blue", alpha=0.8)
+        ax.set_xscale("log")
+    ax.axvline(1.0, color="grey", ls="--")
+    ax.set_xlabel("importance weight (log scale); rows with weight 0 not shown")
+    ax.set_ylabel("logged rows")
+    ax.set_title(f"{title}: {np.mean(w == 0):.0%} zero, max {diagnostics.max_weight:.3g}, "
+                 f"ESS {diagnostics.effective_sample_size:,.0f} of {len(w):,}", fontsize=9)
+    return _save(fig, path)

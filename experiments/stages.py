@@ -11,7 +11,7 @@ from rich.console import Console
 from pushrl.envs.atomic import write_json, write_text
 from pushrl.envs.describe import describe_data
 from pushrl.envs.split import split_log
-from pushrl.experiments.data import load_data
+from pushrl.experiments.data import ESTIMATE, load_data
 from pushrl.experiments.outputs import RunFolder
 
 console = Console(highlight=False)
@@ -21,10 +21,29 @@ def _run_folder() -> RunFolder:
     return RunFolder(Path(HydraConfig.get().runtime.output_dir))
 
 
+def stage_estimate_propensities(data, cfg: DictConfig, run: RunFolder):
+    """data.propensity=estimate: replace the log's propensities by cross-fitted calibrated estimates, and say so."""
+    from pushrl.envs.propensity import estimate_propensities, write_reliability_png
+
+    console.print("  estimating propensities (cross-fitted multinomial logit, temperature-calibrated) ...")
+    est = estimate_propensities(data, replace_logged=True)
+    write_json(run.path(cfg.data.name, "propensity_estimate.json"), est.to_dict(), default=str)
+    write_reliability_png(est.reliability, run.path(cfg.data.name, "propensity_reliability.png"))
+    md = [f"**Propensities estimated**, not logged: {est.note}. Expected calibration error {est.ece:.4g}; "
+          f"{est.n_clipped:,} rows clipped; {int((~est.kept).sum()):,} trimmed. Everything below that uses "
+          "propensities (IPS-family OPE) rests on this estimate.", "",
+          f"![propensity calibration]({cfg.data.name}/propensity_reliability.png)"]
+    md += [f"- {w}" for w in est.warnings]
+    run.add_section(f"{cfg.data.name}: estimated propensities", "\n".join(md))
+    return est.data
+
+
 def stage_data(cfg: DictConfig, run: RunFolder):
     """Load, validate, describe and split the configured log."""
     console.print(f"[bold]data[/bold]: loading {cfg.data.name} ...")
     data, truth = load_data(cfg.data)
+    if cfg.data.propensity == ESTIMATE:
+        data = stage_estimate_propensities(data, cfg, run)
     desc = describe_data(data)
     write_json(run.path("data", "description.json"), desc.to_dict(), default=str)
     write_text(run.path("data", "description.txt"), desc.to_text() + "\n")

@@ -128,3 +128,21 @@ def test_evaluate_an_exported_artifact_equals_its_in_process_policy(tmp_path):
                           action=data.action, pscore=data.pscore, position=data.position, estimated_rewards=q,
                           recommended="ips", n_bootstrap=10, seed=0)
     assert doc["estimates"]["ips"]["value"] == pytest.approx(ref.estimates["ips"].value, rel=1e-5)
+
+
+def test_estimated_propensities_are_stated_and_close_to_logged(tmp_path):
+    out = _pushrl("evaluate", "data=hillstrom", "data.propensity=estimate", "policy=always", "policy.action=Mens E-Mail",
+                  "eval.split=all", "eval.recommended=ips", f"hydra.run.dir={tmp_path / 'run'}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    doc = json.loads((tmp_path / "run" / "evaluation.json").read_text())
+    assert doc["propensities"] == "estimated"
+    assert any("propensities estimated" in n for n in doc["notes"])
+    assert (tmp_path / "run" / "hillstrom" / "propensity_reliability.png").exists()
+    assert (tmp_path / "run" / "weights.png").exists()
+    logged = _pushrl("evaluate", "data=hillstrom", "policy=always", "policy.action=Mens E-Mail", "eval.split=all",
+                     "eval.recommended=ips", f"hydra.run.dir={tmp_path / 'logged'}")
+    assert logged.returncode == 0, logged.stderr[-2000:]
+    ref = json.loads((tmp_path / "logged" / "evaluation.json").read_text())
+    assert ref["propensities"] == "logged"
+    e, r = doc["estimates"]["ips"], ref["estimates"]["ips"]
+    assert r["ci_low"] <= e["value"] <= r["ci_high"]  # the randomised design is recovered
