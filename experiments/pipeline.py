@@ -232,6 +232,14 @@ def run_dataset(cfg: DictConfig, data: LoggedData, split: Split, default_objecti
                                  key=key, run=run, seed=int(cfg.seed), say=say)
         # wall-clock seconds are in the report text; metrics.json holds only reproducible numbers
         run.add_metrics(f"{key}/sequential", {k: v for k, v in seq.items() if k != "seconds"})
+    # 8b. a send budget, when the log has a no-push action
+    no_push_id = objective_no_push(cfg, data)
+    if no_push_id is not None and stop_after is None:
+        from pushrl.experiments.budget_section import budget_section
+
+        run.add_metrics(f"{key}/budget", budget_section(
+            run, key, q_test, data.action_ids.tolist().index(no_push_id), eval_reward, split.test.action,
+            split.test.pscore, objective.name, int(cfg.seed)))
     # 8. the campaign-specific analysis: uplift baselines, every objective, Qini, cross-fitted fidelity
     if cfg.data.kind == "hillstrom" and stop_after is None:
         say(f"[bold]{key}[/bold]: uplift baselines, Qini curves and cross-fitted fidelity ...")

@@ -115,3 +115,16 @@ def weight_histogram(weights: np.ndarray, diagnostics, path: Path, title: str) -
     ax.set_title(f"{title}: {np.mean(w == 0):.0%} zero, max {diagnostics.max_weight:.3g}, "
                  f"ESS {diagnostics.effective_sample_size:,.0f} of {len(w):,}", fontsize=9)
     return _save(fig, path)
+
+
+def budget_plot(table: pd.DataFrame, path: Path, title: str) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    x = table["budget_share"] * 100
+    ax.plot(x, table["simulator"], marker="o", label="simulator")
+    ax.errorbar(x, table["snips"], yerr=[table["snips"] - table["ci_low"], table["ci_high"] - table["snips"]],
+                fmt="s", capsize=3, label="OPE (SNIPS, 95% CI)")
+    ax.set_xlabel("budget: % of customers who may get an e-mail")
+    ax.set_ylabel("value per customer")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
