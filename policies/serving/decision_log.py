@@ -183,6 +183,9 @@ def _ends_cleanly(path: Path) -> bool:
         return fh.read(1) == b"\n"
 
 
+OPTIONAL_KEYS = ("exclude", "pushes_in_window", "shadow_version", "shadow_probabilities")
+
+
 def read_decision_log(folder: str | os.PathLike[str]) -> pd.DataFrame:
     """One row per logged decision, oldest first: the record fields, `timestamp` as UTC datetimes.
 
@@ -215,7 +218,7 @@ def read_decision_log(folder: str | os.PathLike[str]) -> pd.DataFrame:
     if torn:
         warnings.warn(f"decision log {str(folder)!r}: skipped {torn} torn last line(s) (a crash mid-write)",
                       stacklevel=2)
-    frame = pd.DataFrame(rows, columns=list(RECORD_KEYS) + ["exclude", "pushes_in_window"])
+    frame = pd.DataFrame(rows, columns=list(RECORD_KEYS) + list(OPTIONAL_KEYS))
     frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True, format="ISO8601")
     frame.attrs["torn_lines"] = torn
     return frame

@@ -91,6 +91,7 @@ def create_app(
     max_batch: int = MAX_BATCH,
     durable_log: bool = False,
     enable_admin: bool = True,
+    shadow: str | os.PathLike[str] | None = None,
 ) -> FastAPI:
     """The FastAPI app serving the artifact at `artifact_path`.
 
@@ -99,12 +100,18 @@ def create_app(
         fsynced (adds the fsync to latency); otherwise they reach disk within
         one group commit and a crash can lose only that last unsynced batch.
     seed: one SeedSequence; each loaded runtime (first and every reload) gets a child.
+    shadow: a candidate artifact served in shadow mode beside the live one (see `PolicyRuntime.attach_shadow`);
+        needs a decision log, where its probabilities are written.
     """
     seeds = np.random.SeedSequence(seed)
     owns_log = decision_log is not None and not isinstance(decision_log, DecisionLog)
     log = DecisionLog(decision_log) if owns_log else decision_log  # type: ignore[arg-type]
     try:
         first = PolicyRuntime.load(artifact_path, seed=seeds.spawn(1)[0], rules=rules, decision_log=log)
+        if shadow is not None:
+            if log is None:
+                raise ArtifactError("shadow mode writes the candidate's probabilities to the decision log: give one")
+            first.attach_shadow(PolicyRuntime.load(shadow, seed=0))
     except BaseException:
         if owns_log and log is not None:
             log.close()
@@ -183,6 +190,7 @@ def create_app(
             except ArtifactError as exc:
                 raise HTTPError(422, "path", str(exc)) from exc
             old = app.state.runtime.policy_version
+            new.attach_shadow(app.state.runtime.shadow)
             app.state.runtime = new
             logger.info("policy swapped: %s -> %s", old, new.policy_version)
             return {"policy_version": new.policy_version, "previous_version": old}

@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from pushrl.policies.artifact import ActionId, Artifact, BusinessRules, load_artifact
+from pushrl.policies.artifact import ActionId, Artifact, ArtifactError, BusinessRules, load_artifact
 from pushrl.policies.serving.decision_log import DecisionLog
 
 REQUEST_KEYS = ("request_id", "context", "exclude", "k", "pushes_in_window")
@@ -242,6 +242,7 @@ class PolicyRuntime:
         self._in, self._out = artifact.input_name, artifact.output_name
         ex = m.exploration
         self._explore = (m.output, ex.type, float(ex.epsilon), float(ex.temperature))
+        self.shadow: PolicyRuntime | None = None
 
     @classmethod
     def load(
@@ -283,6 +284,31 @@ class PolicyRuntime:
         return a, p[np.arange(len(a)), a]
 
     # serving ------------------------------------------------------------------------
+    def attach_shadow(self, candidate: PolicyRuntime | None) -> None:
+        """Shadow mode: `candidate` scores every request beside this (live) policy and its probabilities are
+        written to the decision log (`shadow_probabilities`, `shadow_version`); decisions stay the live policy's.
+        Refuses a candidate whose action set or input fields differ from the live one's."""
+        if candidate is not None:
+            if [str(a) for a in candidate.action_ids] != [str(a) for a in self.action_ids]:
+                raise ArtifactError(f"shadow artifact's action ids {candidate.action_ids[:5]} differ from the live "
+                                    f"policy's {self.action_ids[:5]}: shadow mode needs the same action set")
+            live_fields, shadow_fields = self.manifest.encoder.input_fields, candidate.manifest.encoder.input_fields
+            if list(live_fields) != list(shadow_fields):
+                raise ArtifactError(f"shadow artifact's input fields {list(shadow_fields)[:8]} differ from the live "
+                                    f"policy's {list(live_fields)[:8]}: shadow mode needs the same feature schema")
+        self.shadow = candidate
+
+    def shadow_probabilities(self, parsed: list[_Request]) -> np.ndarray:
+        """(n, A) the shadow candidate's probabilities for these requests, under the same exclusions."""
+        assert self.shadow is not None
+        x = self.shadow.preprocessor.encode([r.context for r in parsed], "requests", ".context")
+        scores = self.shadow.scores(x)
+        allowed = np.ones(scores.shape, bool)
+        for i, r in enumerate(parsed):
+            if r.exclude:
+                allowed[i, r.exclude] = False
+        return explore_probabilities(scores, allowed, *self.shadow._explore)
+
     def decide(self, requests: Sequence[Mapping[str, Any]], *, wait_logged: bool = True) -> list[Decision]:
         """Decide a batch of raw requests (see the module docstring); logs them if a log is attached.
 
@@ -302,7 +328,13 @@ class PolicyRuntime:
             decisions.append(Decision(r.request_id, [self.action_ids[a] for a in chosen[i]], props[i], probs,
                                       self.policy_version))
         if self.decision_log is not None:
-            ticket = self.decision_log.append(self._records(parsed, decisions))
+            records = self._records(parsed, decisions)
+            if self.shadow is not None:
+                shadow = self.shadow_probabilities(parsed).tolist()
+                for rec, row in zip(records, shadow, strict=True):
+                    rec["shadow_version"] = self.shadow.policy_version
+                    rec["shadow_probabilities"] = dict(zip(map(str, self.action_ids), row, strict=True))
+            ticket = self.decision_log.append(records)
             if wait_logged:
                 ticket.wait()
         return decisions
