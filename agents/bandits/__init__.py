@@ -38,10 +38,16 @@ def make_bandit(name: str, **hparams: Any) -> BanditAgent:
         raise ValueError(f"unknown bandit {name!r}; allowed: {sorted(BANDITS)}")
     cls = BANDITS[name]
     allowed = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    forgetting = hparams.pop("forgetting", None)
+    if forgetting is not None and not hasattr(cls, "forgetting"):
+        raise TypeError(f"{name} has no forgetting factor; linear bandits do")
     unknown = sorted(set(hparams) - set(allowed))
     if unknown:
-        raise TypeError(f"{name} got unknown hyperparameter(s) {unknown}; allowed: {allowed}")
-    return cls(**hparams)
+        raise TypeError(f"{name} got unknown hyperparameter(s) {unknown}; allowed: {allowed + ['forgetting']}")
+    agent = cls(**hparams)
+    if forgetting is not None:
+        agent.forgetting = forgetting
+    return agent
 
 
 __all__ = [

@@ -63,6 +63,17 @@ class LinearBandit(BanditAgent):
         self.stats = RidgeStats(1, d * m if interaction == "outer" else d + m, self.ridge)
 
     @property
+    def forgetting(self) -> float:
+        """gamma in (0, 1]: each batch update first discounts past evidence by gamma (1: no forgetting)."""
+        return self.stats.forgetting
+
+    @forgetting.setter
+    def forgetting(self, gamma: float) -> None:
+        if isinstance(gamma, bool) or not isinstance(gamma, int | float) or not 0.0 < gamma <= 1.0:
+            raise ValueError(f"forgetting must be a number in (0, 1], got {gamma!r}")
+        self.stats.forgetting = float(gamma)
+
+    @property
     def shared(self) -> bool:
         return self._action_features is not None
 

@@ -27,8 +27,9 @@ WIDTH_BLOCK = 2**22  # floats in one block of x A^-1 products (32 MiB)
 class RidgeStats:
     """A, b, A_inv and theta of `n_groups` ridge models of `dim` features; chol on demand."""
 
-    def __init__(self, n_groups: int, dim: int, ridge: float) -> None:
+    def __init__(self, n_groups: int, dim: int, ridge: float, forgetting: float = 1.0) -> None:
         self.n_groups, self.dim, self.ridge = int(n_groups), int(dim), float(ridge)
+        self.forgetting = float(forgetting)  # gamma in (0, 1]: discount of past data per update (drift)
         self.A = np.repeat((self.ridge * np.eye(self.dim))[None], self.n_groups, axis=0)
         self.b = np.zeros((self.n_groups, self.dim))
         self.weight_sum = np.zeros(self.n_groups)  # sum of row weights seen per group
@@ -77,6 +78,14 @@ class RidgeStats:
             )
         if len(groups) == 0:
             return
+        if self.forgetting < 1.0:
+            # discounted ridge (drift): old evidence decays by gamma per update, back toward the prior;
+            # every group changes, so every inverse is recomputed (no low-rank shortcut)
+            g = self.forgetting
+            self.A = g * self.A + (1.0 - g) * self.ridge * np.eye(self.dim)[None]
+            self.b *= g
+            self.weight_sum *= g
+            self._since_refresh = REFRESH_EVERY
         order = np.argsort(groups, kind="stable")
         groups, features, rewards, weights = (
             groups[order],
