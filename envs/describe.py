@@ -49,7 +49,11 @@ class Description:
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
-        d["per_action"] = self.per_action.reset_index().to_dict(orient="records")
+        records = self.per_action.reset_index().to_dict(orient="records")
+        # a promotion never logged has no rate: null in JSON, not NaN
+        d["per_action"] = [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in r.items()}
+                           for r in records]
+        d["ess"] = None if self.ess is not None and not np.isfinite(self.ess) else self.ess
         d["positions"] = {str(k): v for k, v in self.positions.items()}
         return d
 

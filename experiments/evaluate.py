@@ -76,6 +76,49 @@ def artifact_action_dist(p, data: LoggedData, rows: np.ndarray) -> tuple[str, np
     return p.name or runtime.manifest.policy_kind, np.repeat(probs[:, :, None], data.n_positions, axis=2)
 
 
+UNIDENTIFIED_HELP = ("What to do: read DM and the simulator's value (both rest on a reward model, so treat them "
+                     "as model-based guesses), or collect exploratory data first: serve with exploration (an "
+                     "epsilon or softmax artifact, or shadow mode beside the current policy) and evaluate again.")
+LOW_PROPENSITY = 0.01
+MAX_LOW_MASS = 0.05
+
+
+def identification(data: LoggedData, sub: LoggedData, rows: np.ndarray, dist: np.ndarray, run: RunFolder,
+                   cfg: DictConfig) -> tuple[bool, str]:
+    """Are IPS-family estimates identified? Not for deterministic logging, nor when the candidate puts more than
+    5% of its mass where estimated logging probabilities are below 0.01. Returns (identified, why not)."""
+    from pushrl.envs.regime import classify_regime
+
+    regime = classify_regime(data)
+    if regime.regime == "deterministic":
+        return False, (f"IPS-family estimates are not identified: logging was deterministic ({regime.evidence}), so "
+                       "the log never shows what other actions would have done. " + UNIDENTIFIED_HELP)
+    est = run.cache.get("propensity_estimate")
+    if est is not None:
+        p_hat = est.probabilities[rows]  # (n, A) estimated logging probabilities of every action
+        mass = float((dist.sum(axis=2) / dist.shape[2] * (p_hat < LOW_PROPENSITY)).sum(axis=1).mean())
+        if mass > MAX_LOW_MASS:
+            return False, (f"IPS-family estimates are not identified: the candidate puts {mass:.1%} of its mass on "
+                           f"actions whose estimated logging probability is below {LOW_PROPENSITY}. " + UNIDENTIFIED_HELP)
+    return True, ""
+
+
+def simulator_value(cfg: DictConfig, data: LoggedData, rows: np.ndarray, dist: np.ndarray) -> float:
+    """The candidate's value by a response model fitted on the log's training split (for unidentified cases)."""
+    from pushrl.envs.response_model import ResponseModel, ResponseModelConfig
+
+    split = split_log(data, tuple(cfg.split.fractions), seed=cfg.split.seed)
+    model = ResponseModel.fit(split.train, split.validation, ResponseModelConfig(progress=False, seed=int(cfg.seed)))
+    sub = data.subset(rows)
+    x, recent = model.encode(sub)
+    total = 0.0
+    for k in range(data.n_positions):
+        q = model.predict(x, recent, np.full(len(rows), k))[model.reward_names[0]]
+        at = sub.position == k
+        total += float((dist[at, :, k] * q[at]).sum())
+    return total / len(rows)
+
+
 def evaluate_command(cfg: DictConfig, data: LoggedData, run: RunFolder, reward: np.ndarray) -> tuple[PolicyEvaluation, Path]:
     """Evaluate the configured policy; write evaluation.json; return it and its path."""
     if data.pscore is None:
@@ -89,7 +132,7 @@ def evaluate_command(cfg: DictConfig, data: LoggedData, run: RunFolder, reward: 
                          "`pushrl run` uses the learned response model")
     q_hat = cross_fit_mean_rewards(r, sub.action, sub.position, data.n_actions, data.n_positions,
                                    n_folds=cfg.eval.n_folds, seed=cfg.seed)
-    identified = not bool(np.all(sub.pscore == 1.0))
+    identified, why = identification(data, sub, rows, dist, run, cfg)
     settings = EstimatorSettings(clip=cfg.eval.clip, switch_threshold=cfg.eval.switch_threshold,
                                  dros_lambda=cfg.eval.dros_lambda)
     rec = choose_estimator(cfg, sub, settings, run, "selection") if identified else "dm"
@@ -103,6 +146,11 @@ def evaluate_command(cfg: DictConfig, data: LoggedData, run: RunFolder, reward: 
     ev.notes += estimated
     doc = ev.to_json()
     doc["propensities"] = "estimated" if estimated else "logged"
+    if not identified:
+        doc["why_not_identified"] = why
+        doc["simulator_value"] = simulator_value(cfg, data, rows, dist)
+        ev.notes.append(why)
+        doc["notes"] = list(ev.notes)
     path = write_json(run.path("evaluation.json"), doc)
     weights = dist[np.arange(len(rows)), sub.action, sub.position] / sub.pscore
     plots.weight_histogram(weights, ev.diagnostics, run.path("weights.png"), f"importance weights of {name}")

@@ -35,6 +35,7 @@ class RunFolder:
     root: Path
     metrics: dict[str, Any] = field(default_factory=dict)
     sections: list[tuple[str, str]] = field(default_factory=list)
+    cache: dict[str, Any] = field(default_factory=dict)  # objects later stages of the same run reuse
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)

@@ -35,6 +35,7 @@ def stage_estimate_propensities(data, cfg: DictConfig, run: RunFolder):
           f"![propensity calibration]({cfg.data.name}/propensity_reliability.png)"]
     md += [f"- {w}" for w in est.warnings]
     run.add_section(f"{cfg.data.name}: estimated propensities", "\n".join(md))
+    run.cache["propensity_estimate"] = est
     return est.data
 
 

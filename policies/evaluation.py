@@ -144,7 +144,7 @@ def evaluate_policy(
     notes: list[str] = []
     if not identified:
         estimators = {"dm": estimators["dm"]}
-        notes.append("IPS-family estimates are not identified (deterministic logging): only DM is reported")
+        notes.append("IPS-family estimates are not identified: only DM is reported")
         recommended = "dm"
     if recommended not in estimators:
         raise ValueError(f"recommended estimator {recommended!r} is not one of {sorted(estimators)}")

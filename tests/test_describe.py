@@ -74,3 +74,14 @@ def test_cli_describe_bad_file_exits_2_with_message(tmp_path):
     out = _cli("data", "describe", str(tmp_path / "missing.csv"))
     assert out.returncode == 2
     assert "does not exist" in out.stderr
+
+
+def test_json_with_a_never_logged_promotion_has_null_rates(raw_log, raw_catalogue):
+    from pushrl.envs.catalogue import Catalogue
+
+    extra = raw_catalogue.copy()
+    extra.loc[len(extra)] = [99, *extra.iloc[0, 1:].tolist()]
+    data = LoggedData.from_frame(raw_log, schema=SCHEMA, catalogue=Catalogue.from_frame(extra, id_column="action"))
+    doc = json.loads(json.dumps(describe_data(data).to_dict(), default=str, allow_nan=False))
+    row = next(r for r in doc["per_action"] if r["action"] == 99)
+    assert row["rows"] == 0 and row["click_rate"] is None

@@ -146,3 +146,19 @@ def test_estimated_propensities_are_stated_and_close_to_logged(tmp_path):
     assert ref["propensities"] == "logged"
     e, r = doc["estimates"]["ips"], ref["estimates"]["ips"]
     assert r["ci_low"] <= e["value"] <= r["ci_high"]  # the randomised design is recovered
+
+
+def test_deterministic_log_is_refused_for_ips_but_reports_dm_and_simulator(tmp_path):
+    from pushrl.envs.loaders import save_log
+    from pushrl.envs.synthetic import SyntheticConfig, catalogue_frame, generate_log
+
+    data, truth = generate_log(SyntheticConfig(n_rows=4000, logging="deterministic", seed=3))
+    save_log(data, tmp_path / "log.parquet")
+    catalogue_frame(truth).to_csv(tmp_path / "catalogue.csv", index=False)
+    out = _pushrl("evaluate", "data=custom", f"data.path={tmp_path / 'log.parquet'}",
+                  f"data.catalogue={tmp_path / 'catalogue.csv'}", "policy=uniform", f"hydra.run.dir={tmp_path / 'run'}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    doc = json.loads((tmp_path / "run" / "evaluation.json").read_text())
+    assert doc["identified"] is False and list(doc["estimates"]) == ["dm"]
+    assert "deterministic" in doc["why_not_identified"] and "What to do" in doc["why_not_identified"]
+    assert 0 < doc["simulator_value"] < 1
