@@ -50,6 +50,7 @@ class SyntheticConfig:
     logging: str = "uniform"
     logging_temperature: float = 1.0
     logging_epsilon: float = 0.1
+    feature_driven: bool = False  # promotion bias and segment effects explained by promotion features (cold start)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -162,6 +163,20 @@ def make_truth(config: SyntheticConfig) -> SyntheticTruth:
     """Draw the true model's parameters from the config's seed."""
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, 1]))
     du, da, a = config.n_user_features, config.n_action_features, config.n_actions
+    if config.feature_driven:  # every promotion effect is a function of its features: new ones are predictable
+        z = rng.normal(size=(a, da))
+        return SyntheticTruth(
+            config=config,
+            user_features=rng.normal(size=(config.n_users, du)),
+            user_segment=rng.integers(0, config.n_segments, size=config.n_users),
+            action_features=z,
+            action_category=np.arange(a) % config.n_categories,
+            interaction=rng.normal(scale=config.interaction_scale / np.sqrt(da), size=(du, da)),
+            action_bias=z @ rng.normal(scale=0.5 / np.sqrt(da), size=da),
+            segment_effect=rng.normal(scale=0.5 / np.sqrt(da), size=(config.n_segments, da)) @ z.T,
+            conv_weights=rng.normal(scale=0.5, size=du),
+            revenue_mean=rng.uniform(20.0, 120.0, size=a),
+        )
     return SyntheticTruth(
         config=config,
         user_features=rng.normal(size=(config.n_users, du)),

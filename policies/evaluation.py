@@ -62,6 +62,8 @@ class PolicyEvaluation:
     recommended: str
     identified: bool = True
     notes: list[str] = field(default_factory=list)
+    unsupported_actions: list[int] = field(default_factory=list)  # never logged in the evaluated rows
+    unsupported_mass: float = 0.0  # the policy's mass on them
 
     def lift(self, estimator: str | None = None) -> float:
         """Relative lift of the estimate over the logging policy's on-policy value."""
@@ -89,6 +91,8 @@ class PolicyEvaluation:
                 "ess": float(d.effective_sample_size),
                 "max_weight": float(d.max_weight),
                 "low_support_mass": float(d.low_support_mass),
+                "unsupported_actions": list(self.unsupported_actions),
+                "unsupported_mass": float(self.unsupported_mass),
                 "warnings": list(d.warnings),
             },
             "notes": list(self.notes),
@@ -151,6 +155,14 @@ def evaluate_policy(
     inputs = OPEInputs(action_dist, reward, action, pscore, position, estimated_rewards, action_dist.shape[1])
     estimates = estimate_intervals(estimators, inputs, n_bootstrap=n_bootstrap, alpha=alpha, seed=seed)
     diag = support_diagnostics(action_dist=action_dist, action=action, pscore=pscore, position=position, tau=tau)
+    # cold start: promotions with no logged row here cannot be valued by the IPS family
+    logged_rows = np.bincount(np.asarray(action), minlength=action_dist.shape[1])
+    unsupported = np.flatnonzero(logged_rows == 0)
+    unsupported_mass = float(action_dist[:, unsupported, :].sum(axis=1).mean()) if len(unsupported) else 0.0
+    if unsupported_mass > 0:
+        notes.append(f"{len(unsupported)} promotion(s) (action indices {unsupported[:10].tolist()}) have no logged rows "
+                     f"(cold start): the policy puts {unsupported_mass:.1%} of its mass on them, which IPS-family "
+                     "estimators value at 0 and only DM or the simulator can score")
     return PolicyEvaluation(
         policy=policy,
         data=data,
@@ -162,4 +174,6 @@ def evaluate_policy(
         recommended=recommended,
         identified=identified,
         notes=notes + list(diag.warnings),
+        unsupported_actions=unsupported.tolist(),
+        unsupported_mass=unsupported_mass,
     )
