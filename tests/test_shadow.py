@@ -66,3 +66,25 @@ def test_shadow_with_another_action_set_is_refused(artifacts, tmp_path):
     other.action_ids = ["a", "b", "c"]
     with pytest.raises(ArtifactError, match="same action set"):
         live.attach_shadow(other)
+
+
+def test_retired_promotion_is_excluded_renormalised_and_logged(artifacts, tmp_path):
+    from pushrl.policies.serving.runtime import RequestError
+
+    paths, contexts = artifacts
+    log = DecisionLog(tmp_path / "log")
+    runtime = PolicyRuntime.load(paths["live"], seed=3, decision_log=log)
+    requests = [{"request_id": f"r{i}", "context": c} for i, c in enumerate(contexts[:300])]
+    before = {d.request_id: d.probabilities for d in runtime.decide(requests)}
+    runtime.retire(["Womens E-Mail"])
+    after = runtime.decide([{**r, "request_id": r["request_id"] + "b"} for r in requests])
+    log.close()
+    assert all(d.actions[0] != "Womens E-Mail" for d in after)
+    assert any(before[d.request_id[:-1]]["Womens E-Mail"] > 0 for d in after)  # it had mass before
+    for d in after:
+        assert d.probabilities["Womens E-Mail"] == 0 and abs(sum(d.probabilities.values()) - 1) < 1e-9
+        assert d.propensities[0] == d.probabilities[d.actions[0]]
+    frame = read_decision_log(tmp_path / "log")
+    assert frame["retired"].iloc[-1] == ["Womens E-Mail"] and not isinstance(frame["retired"].iloc[0], list)
+    with pytest.raises(RequestError, match="unknown action id"):
+        runtime.retire(["Kids E-Mail"])

@@ -183,7 +183,7 @@ def _ends_cleanly(path: Path) -> bool:
         return fh.read(1) == b"\n"
 
 
-OPTIONAL_KEYS = ("exclude", "pushes_in_window", "shadow_version", "shadow_probabilities")
+OPTIONAL_KEYS = ("exclude", "pushes_in_window", "retired", "shadow_version", "shadow_probabilities")
 
 
 def read_decision_log(folder: str | os.PathLike[str]) -> pd.DataFrame:

@@ -191,9 +191,20 @@ def create_app(
                 raise HTTPError(422, "path", str(exc)) from exc
             old = app.state.runtime.policy_version
             new.attach_shadow(app.state.runtime.shadow)
+            new.retire([app.state.runtime.action_ids[j] for j in app.state.runtime.retired])
             app.state.runtime = new
             logger.info("policy swapped: %s -> %s", old, new.policy_version)
             return {"policy_version": new.policy_version, "previous_version": old}
+
+    if enable_admin:
+        @app.post("/v1/admin/retire")
+        async def retire(request: Request) -> dict[str, Any]:
+            body = await _json_body(request)
+            if not isinstance(body, dict) or set(body) != {"ids"} or not isinstance(body["ids"], list):
+                raise HTTPError(422, "ids", "the body must be {\"ids\": [<action id>, ...]}")
+            runtime: PolicyRuntime = app.state.runtime
+            runtime.retire(body["ids"])
+            return {"retired": [runtime.action_ids[j] for j in runtime.retired]}
 
     return app
 

@@ -243,6 +243,7 @@ class PolicyRuntime:
         ex = m.exploration
         self._explore = (m.output, ex.type, float(ex.epsilon), float(ex.temperature))
         self.shadow: PolicyRuntime | None = None
+        self.retired: list[int] = []  # action indices no request may get (see `retire`)
 
     @classmethod
     def load(
@@ -284,6 +285,17 @@ class PolicyRuntime:
         return a, p[np.arange(len(a)), a]
 
     # serving ------------------------------------------------------------------------
+    def retire(self, action_ids: Sequence[Any]) -> None:
+        """Retire promotions: excluded from every decision from now on, the rest renormalised (as an exclusion),
+        and each logged record lists them under `retired`. Unknown ids are refused; [] un-retires all."""
+        known = {str(a): i for i, a in enumerate(self.action_ids)}
+        unknown = [a for a in action_ids if str(a) not in known]
+        if unknown:
+            raise RequestError("retire", f"unknown action id(s) {unknown[:5]}; known: {list(known)[:10]}")
+        if self.no_push is not None and any(known[str(a)] == self.no_push for a in action_ids):
+            raise RequestError("retire", "the no-push action cannot be retired")
+        self.retired = sorted(known[str(a)] for a in action_ids)
+
     def attach_shadow(self, candidate: PolicyRuntime | None) -> None:
         """Shadow mode: `candidate` scores every request beside this (live) policy and its probabilities are
         written to the decision log (`shadow_probabilities`, `shadow_version`); decisions stay the live policy's.
@@ -342,7 +354,7 @@ class PolicyRuntime:
     def _choose(self, scores: np.ndarray, parsed: list[_Request]) -> tuple[list[list[int]], list[list[float]], np.ndarray]:
         n, n_act = scores.shape
         np_idx, cap = self.no_push, self.rules.frequency_cap
-        plain = cap is None and (np_idx is None or self.rules.allow_no_push)
+        plain = cap is None and (np_idx is None or self.rules.allow_no_push) and not self.retired
         if plain and all(r.k == 1 and not r.exclude for r in parsed):  # fast path: no masks
             p = explore_probabilities(scores, None, *self._explore)
             a = sample_rows(p, self._rng)
@@ -351,6 +363,8 @@ class PolicyRuntime:
         allowed = np.ones((n, n_act), bool)
         if np_idx is not None and not self.rules.allow_no_push:
             allowed[:, np_idx] = False
+        if self.retired:
+            allowed[:, self.retired] = False
         k_eff = np.ones(n, np.int64)
         forced: list[int] = []
         for i, r in enumerate(parsed):
@@ -452,5 +466,7 @@ class PolicyRuntime:
                 rec["exclude"] = [self.action_ids[j] for j in r.exclude]
             if r.pushes is not None:
                 rec["pushes_in_window"] = r.pushes
+            if self.retired:
+                rec["retired"] = [self.action_ids[j] for j in self.retired]
             records.append(rec)
         return records
