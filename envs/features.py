@@ -95,10 +95,6 @@ class ContextEncoder:
             col += len(vocab) + 1
         return out
 
-    def unknown_mask(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
-        """Per categorical field, which rows fall in the unknown bucket."""
-        return {c: pd.Index(self.vocabularies[c]).get_indexer(frame[c].astype(str)) < 0 for c in self.categorical}
-
     def to_dict(self) -> dict[str, Any]:
         return {
             "numeric": list(self.numeric),

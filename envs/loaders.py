@@ -10,7 +10,6 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -140,7 +139,3 @@ def save_log(data: LoggedData, path: str | os.PathLike[str]) -> Path:
         frame = frame.drop(columns=["propensity"])
     return write_with(path, lambda tmp: frame.to_parquet(tmp, index=False, engine="pyarrow"))
 
-
-def row_numbers(chunk: pd.DataFrame) -> np.ndarray:
-    """File row numbers of a canonical chunk."""
-    return chunk.index.to_numpy()

@@ -59,10 +59,18 @@ def stratified_split_indices(actions: np.ndarray, fractions: tuple[float, float,
     return [np.sort(np.concatenate(p)) for p in parts]
 
 
+def split_indices(data: LoggedData, fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+                  seed: int = 0) -> list[np.ndarray]:
+    """Row indices of train, validation and test: by time if the log has timestamps, else stratified random."""
+    if data.timestamp is not None:
+        return time_split_indices(data.timestamp.to_numpy(), fractions)
+    return stratified_split_indices(data.action, fractions, seed)
+
+
 def split_log(data: LoggedData, fractions: tuple[float, float, float] = (0.7, 0.15, 0.15), seed: int = 0) -> Split:
     """Time split when the log has timestamps, otherwise a stated stratified random split."""
+    idx = split_indices(data, fractions, seed)
     if data.timestamp is not None:
-        idx = time_split_indices(data.timestamp.to_numpy(), fractions)
         if any(len(i) == 0 for i in idx):
             raise ValueError(
                 f"time split of {data.n_rounds} rows with fractions {fractions} leaves a split empty "
@@ -75,7 +83,6 @@ def split_log(data: LoggedData, fractions: tuple[float, float, float] = (0.7, 0.
             f"validation .. {ts[idx[1]].max()}, test .. {ts[idx[2]].max()}"
         )
     else:
-        idx = stratified_split_indices(data.action, fractions, seed)
         method = "random-stratified"
         note = (
             f"the log has no timestamps: seeded random split (seed {seed}) stratified by action, "

@@ -40,9 +40,8 @@ class ResponseBandit:
     synthetic truth's (then `expected_rewards` makes `run_online` record regret against the oracle).
     """
 
-    def __init__(self, pool: np.ndarray, features: Callable[[np.ndarray], np.ndarray],
-                 expected: Callable[[np.ndarray], np.ndarray]) -> None:
-        self.pool, self.features, self.expected = pool, features, expected
+    def __init__(self, pool: np.ndarray, expected: Callable[[np.ndarray], np.ndarray]) -> None:
+        self.pool, self.expected = pool, expected
         self._rows: np.ndarray | None = None
 
     def expected_rewards(self, contexts: np.ndarray) -> np.ndarray:
@@ -52,7 +51,7 @@ class ResponseBandit:
     def draw_contexts(self, n: int, rng: np.random.Generator) -> np.ndarray:
         rows = rng.integers(0, len(self.pool), size=n)
         self._rows = rows
-        return self.features(rows)
+        return self.pool[rows]
 
     def reward_fn(self, contexts: np.ndarray, actions: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         q = self.expected(self._rows)[np.arange(len(actions)), actions]
@@ -103,6 +102,11 @@ def train_agents(
     return out
 
 
+def _save_npz(path, arrays: dict[str, np.ndarray]) -> None:
+    with open(path, "wb") as fh:  # a file object, so numpy does not append ".npz" to the temp name
+        np.savez(fh, **arrays)
+
+
 def save_agents(agents: dict[str, TrainedAgent], folder, n_actions: int, n_features: int) -> None:
     """Save every agent so `pushrl export` can rebuild it: bandit states (npz) and constant policies' probabilities."""
     import json
@@ -115,7 +119,7 @@ def save_agents(agents: dict[str, TrainedAgent], folder, n_actions: int, n_featu
     for name, a in agents.items():
         if a.kind == "bandit":
             state = a.policy.get_state()
-            write_with(folder / f"{name}.npz", lambda tmp, st=state: np.savez(open(tmp, "wb"), **st))
+            write_with(folder / f"{name}.npz", lambda tmp, st=state: _save_npz(tmp, st))
             index["agents"][name] = {"kind": "bandit", "hparams": a.hparams}
         else:
             probs = a.policy.action_probabilities(np.zeros((1, n_features)))[0]

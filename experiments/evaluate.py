@@ -9,7 +9,8 @@ from omegaconf import DictConfig
 
 from pushrl.envs.atomic import write_json
 from pushrl.envs.logged_data import LoggedData
-from pushrl.envs.split import split_log
+from pushrl.envs.objectives import Objective
+from pushrl.envs.split import split_indices, split_log
 from pushrl.experiments import plots
 from pushrl.experiments.outputs import RunFolder
 from pushrl.experiments.pipeline import choose_estimator
@@ -27,9 +28,7 @@ def eval_rows(cfg: DictConfig, data: LoggedData) -> np.ndarray:
         raise ValueError(f"eval.split must be one of {SPLITS}, got {cfg.eval.split!r}")
     if cfg.eval.split == "all":
         return np.arange(data.n_rounds)
-    indexed = data.frame.assign(_row=np.arange(data.n_rounds))
-    tagged = data.__class__(indexed, data.catalogue, data.columns, data.n_positions, data.name, data.notes)
-    return split_log(tagged, tuple(cfg.split.fractions), seed=cfg.split.seed).test.frame["_row"].to_numpy()
+    return split_indices(data, tuple(cfg.split.fractions), seed=cfg.split.seed)[2]
 
 
 def policy_action_dist(cfg: DictConfig, data: LoggedData, rows: np.ndarray) -> tuple[str, np.ndarray]:
@@ -103,8 +102,8 @@ def identification(data: LoggedData, sub: LoggedData, rows: np.ndarray, dist: np
     return True, ""
 
 
-def simulator_value(cfg: DictConfig, data: LoggedData, rows: np.ndarray, dist: np.ndarray) -> float:
-    """The candidate's value by a response model fitted on the log's training split (for unidentified cases)."""
+def simulator_value(cfg: DictConfig, data: LoggedData, rows: np.ndarray, dist: np.ndarray, objective: Objective) -> float:
+    """The candidate's value of `objective` by a response model fitted on the log's training split (unidentified cases)."""
     from pushrl.envs.response_model import ResponseModel, ResponseModelConfig
 
     split = split_log(data, tuple(cfg.split.fractions), seed=cfg.split.seed)
@@ -113,20 +112,21 @@ def simulator_value(cfg: DictConfig, data: LoggedData, rows: np.ndarray, dist: n
     x, recent = model.encode(sub)
     total = 0.0
     for k in range(data.n_positions):
-        q = model.predict(x, recent, np.full(len(rows), k))[model.reward_names[0]]
+        q = objective.expected(model.predict(x, recent, np.full(len(rows), k)), data.action_ids)
         at = sub.position == k
         total += float((dist[at, :, k] * q[at]).sum())
     return total / len(rows)
 
 
-def evaluate_command(cfg: DictConfig, data: LoggedData, run: RunFolder, reward: np.ndarray) -> tuple[PolicyEvaluation, Path]:
+def evaluate_command(cfg: DictConfig, data: LoggedData, run: RunFolder, objective: Objective
+                     ) -> tuple[PolicyEvaluation, Path]:
     """Evaluate the configured policy; write evaluation.json; return it and its path."""
     if data.pscore is None:
         raise ValueError(f"{data.name} has no propensity column: IPS-family OPE needs the logging policy's propensities")
     rows = eval_rows(cfg, data)
     name, dist = policy_action_dist(cfg, data, rows)
     sub = data.subset(rows)
-    r = reward[rows]
+    r = objective.logged(data)[rows]
     if cfg.eval.reward_model != "mean":
         raise ValueError(f"eval.reward_model must be 'mean' in `pushrl evaluate` (got {cfg.eval.reward_model!r}); "
                          "`pushrl run` uses the learned response model")
@@ -148,7 +148,7 @@ def evaluate_command(cfg: DictConfig, data: LoggedData, run: RunFolder, reward: 
     doc["propensities"] = "estimated" if estimated else "logged"
     if not identified:
         doc["why_not_identified"] = why
-        doc["simulator_value"] = simulator_value(cfg, data, rows, dist)
+        doc["simulator_value"] = simulator_value(cfg, data, rows, dist, objective)
         ev.notes.append(why)
         doc["notes"] = list(ev.notes)
     path = write_json(run.path("evaluation.json"), doc)

@@ -361,7 +361,7 @@ def _train_bandit(cfg, name: str, spec: dict, fit: LoggedData, sim: ResponseMode
     def expected(rows: np.ndarray) -> np.ndarray:
         return objective.expected(sim.predict(x[rows], recent[rows], pos[rows]), fit.action_ids)
 
-    bandit = ResponseBandit(f, lambda rows: f[rows], expected)
+    bandit = ResponseBandit(f, expected)
     agents = train_agents({name: spec}, n_actions=fit.n_actions, train_features=f, train_action=fit.action,
                           train_reward=objective.logged(fit), train_pscore=fit.pscore,
                           logging_probabilities=np.full(fit.n_actions, 1.0 / fit.n_actions), simulator=bandit,

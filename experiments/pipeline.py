@@ -54,10 +54,9 @@ def resolve_objective(cfg_objective: DictConfig, data: LoggedData, default: str)
                           no_push_action=no_push)
 
 
-def _features(model: ResponseModel, data: LoggedData) -> tuple[np.ndarray, np.ndarray]:
-    """Encoded contexts with an intercept column (what agents see) and the recent-push counts."""
-    x, recent = model.encode(data)
-    return np.hstack([x.astype(np.float64), np.ones((len(x), 1))]), recent
+def with_intercept(x: np.ndarray) -> np.ndarray:
+    """What agents see: the encoded context plus a constant-1 column."""
+    return np.hstack([x.astype(np.float64), np.ones((len(x), 1))])
 
 
 def _logging_probabilities(data: LoggedData) -> np.ndarray:
@@ -107,8 +106,8 @@ def run_dataset(cfg: DictConfig, data: LoggedData, split: Split, default_objecti
         return None
 
     # 3. agents --------------------------------------------------------------------------------
-    f_train, recent_train = _features(model, split.train)
-    f_test, _ = _features(model, split.test)
+    x_train, recent_train = model.encode(split.train)
+    f_train, f_test = with_intercept(x_train), with_intercept(x_test)
     pool_pos = split.train.position
 
     def expected_train(rows: np.ndarray) -> np.ndarray:
@@ -126,7 +125,7 @@ def run_dataset(cfg: DictConfig, data: LoggedData, split: Split, default_objecti
             return objective.expected(pred, data.action_ids)
 
         simulator_name = "the synthetic ground truth"
-    simulator = ResponseBandit(f_train, lambda rows: f_train[rows], expected_train)
+    simulator = ResponseBandit(f_train, expected_train)
     train_reward = objective.logged(split.train)
     say(f"[bold]{key}[/bold]: training {len(cfg.agents)} agents (objective: {objective.name}) ...")
     agents = train_agents(
@@ -227,7 +226,7 @@ def run_dataset(cfg: DictConfig, data: LoggedData, split: Split, default_objecti
     # 8. the sequential problem: PPO vs bandits with fatigue and churn, and the accuracy-diversity front
     if cfg.sequential.enabled and stop_after is None:
         say(f"[bold]{key}[/bold]: sequential simulator (fatigue and churn on): PPO vs bandits, lambda sweep ...")
-        seq = sequential_section(cfg.sequential, model=model, pool_contexts=x_train_pool(model, split), categories=
+        seq = sequential_section(cfg.sequential, model=model, pool_contexts=x_train.astype(np.float64), categories=
                                  promotion_categories(data), action_ids=data.action_ids, objective_name=objective.name,
                                  key=key, run=run, seed=int(cfg.seed), say=say)
         # wall-clock seconds are in the report text; metrics.json holds only reproducible numbers
@@ -277,11 +276,6 @@ def choose_estimator(cfg: DictConfig, data: LoggedData, settings: EstimatorSetti
     run.add_section(f"{key}: estimator selection (synthetic ground truth)",
                     selection_markdown(table, rec, data.n_rounds, cfg.eval.selection_seeds))
     return rec
-
-
-def x_train_pool(model: ResponseModel, split: Split) -> np.ndarray:
-    """Encoded training contexts (no intercept): the users the sequential simulator draws."""
-    return model.encode(split.train)[0].astype(np.float64)
 
 
 def promotion_categories(data: LoggedData) -> np.ndarray:

@@ -152,7 +152,7 @@ def run_command(cfg: DictConfig) -> None:
 
         data, _, _ = stage_data(cfg, run)
         objective = resolve_objective(cfg.objective, data, cfg.data.default_objective)
-        ev, evaluation_path = evaluate_command(cfg, data, run, objective.logged(data))
+        ev, evaluation_path = evaluate_command(cfg, data, run, objective)
         title = f"pushrl evaluate: {ev.policy} on {data.name}"
     elif command == "export":
         stage_export(cfg, run)

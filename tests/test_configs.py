@@ -53,3 +53,16 @@ def test_presets_override_what_they_say(composer):
 def test_typos_and_wrong_types_fail_at_composition(composer, override, key):
     with pytest.raises(Exception, match=key):
         composer([override])
+
+
+def test_model_config_mirrors_the_response_model_config():
+    """The Hydra node is a light copy (no torch at composition); it must not drift from the real config."""
+    import dataclasses
+
+    from pushrl.envs.response_model import ResponseModelConfig
+    from pushrl.experiments.config import ModelConfig
+
+    real = {f.name: f.default for f in dataclasses.fields(ResponseModelConfig)}
+    for f in dataclasses.fields(ModelConfig):
+        assert f.name in real, f"model.{f.name} is not a ResponseModelConfig field"
+        assert f.default == real[f.name], f"model.{f.name} default {f.default!r} != {real[f.name]!r}"

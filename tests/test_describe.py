@@ -54,7 +54,7 @@ def test_ess_formula_and_regimes():
 
 def test_json_is_serialisable(log_files):
     desc = describe_file(log_files["csv"], SCHEMA, load_catalogue(log_files["catalogue"]))
-    json.dumps(desc.to_dict(), default=str)
+    json.dumps(desc.to_dict(), default=str, allow_nan=False)  # NaN is not JSON
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:

@@ -62,7 +62,7 @@ def _run_section(cfg, data, root):
     agents = train_agents({k: dict(v or {}) for k, v in OmegaConf.to_container(cfg.agents, resolve=True).items()},
                           n_actions=3, train_features=f_train, train_action=split.train.action,
                           train_reward=objective.logged(split.train), train_pscore=split.train.pscore,
-                          logging_probabilities=np.full(3, 1 / 3), simulator=ResponseBandit(f_train, lambda r: f_train[r], expected),
+                          logging_probabilities=np.full(3, 1 / 3), simulator=ResponseBandit(f_train, expected),
                           online_rounds=cfg.train.online_rounds, batch_size=cfg.train.batch_size, seed=cfg.seed,
                           progress=lambda _m: None)
     run = RunFolder(root)
