@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from pushrl.envs.errors import show
-from pushrl.policies.policy import PROBABILITY_ATOL
+from pushrl.policies.ope.validation import check_distribution_values
 
 LONG_COLUMNS = ("row", "action", "position", "probability")
 VALIDATE_CHUNK = 200_000
@@ -54,28 +54,13 @@ class ExternalPolicy:
 def check_action_dist(
     dist: np.ndarray, n_rounds: int, n_actions: int, n_positions: int, name: str = "action_dist"
 ) -> None:
-    """Shape, non-negativity and per-(row, position) sums, chunk by chunk (works on memmaps)."""
+    """Shape against this log, then values chunk by chunk (works on memmaps; see `check_distribution_values`)."""
     expected = f"({n_rounds}, {n_actions}, {n_positions}) or (1, {n_actions}, {n_positions})"
     if dist.ndim != 3:
         raise ValueError(f"{name} must be 3-D (n_rounds, n_actions, n_positions) = {expected}, got shape {dist.shape}")
     if dist.shape[1:] != (n_actions, n_positions) or dist.shape[0] not in (1, n_rounds):
         raise ValueError(f"{name} has shape {dist.shape}; expected {expected} for this log")
-    for lo in range(0, dist.shape[0], VALIDATE_CHUNK):
-        block = np.asarray(dist[lo : lo + VALIDATE_CHUNK], dtype=np.float64)
-        bad = ~np.isfinite(block) | (block < 0)
-        if bad.any():
-            r, a, p = np.argwhere(bad)[0]
-            raise ValueError(
-                f"{name}[{lo + r}, {a}, {p}] = {show(block[r, a, p])}: probabilities must be finite and >= 0"
-            )
-        sums = block.sum(axis=1)
-        off = np.abs(sums - 1.0) > PROBABILITY_ATOL
-        if off.any():
-            r, p = np.argwhere(off)[0]
-            raise ValueError(
-                f"{name}[{lo + r}, :, {p}] sums to {sums[r, p]:.9g}; each row's probabilities must sum to 1 "
-                f"per position (within {PROBABILITY_ATOL})"
-            )
+    check_distribution_values(dist, name, VALIDATE_CHUNK)
 
 
 def _from_long(frame: pd.DataFrame, n_rounds: int, n_actions: int, n_positions: int, name: str) -> np.ndarray:

@@ -46,38 +46,42 @@ def _as_float(array: object, name: str) -> np.ndarray:
 
 
 def check_action_dist(action_dist: object, name: str = "action_dist") -> np.ndarray:
-    """Check a (n, A, L) action distribution; return it as float64.
-
-    Probabilities must be >= 0 and sum to 1 over actions for every
-    (row, position), within `SUM_ATOL`. Checked in row blocks so a large
-    array is read about twice, with no full-size temporaries.
-    """
+    """Check a (n, A, L) action distribution; return it as float64 (see `check_distribution_values`)."""
     arr = _as_float(action_dist, name)
     if arr.ndim != 3:
         raise ValueError(
             f"{name} must be 3-D (n_rounds, n_actions, len_list), got shape {arr.shape}"
         )
-    n, n_actions, len_list = arr.shape
-    if n == 0 or n_actions == 0 or len_list == 0:
+    if 0 in arr.shape:
         raise ValueError(f"{name} must be non-empty on every axis, got shape {arr.shape}")
-    ones = np.ones(n_actions)
-    for start in range(0, n, _BLOCK_ROWS):
-        block = arr[start : start + _BLOCK_ROWS]
-        if block.min() < 0:  # NaN compares False here and is caught by the sum check
-            i, a, k = _first(block < 0)
-            raise ValueError(
-                f"{name}[{_fmt((start + i, a, k))}] = {float(block[i, a, k])!r} is negative; "
-                "probabilities must be >= 0"
-            )
+    check_distribution_values(arr, name)
+    return arr
+
+
+def check_distribution_values(dist: np.ndarray, name: str = "action_dist", block_rows: int = _BLOCK_ROWS) -> None:
+    """Every (row, position) of a (n, A, L) array is a distribution over actions.
+
+    Values must be finite and >= 0 and sum to 1 over actions within `SUM_ATOL`;
+    the first offending cell or (row, position) is named. Read in row blocks,
+    each converted to float64 on its own, so a memory-mapped file of any float
+    dtype is checked without a full-size copy.
+    """
+    ones = np.ones(dist.shape[1])
+    for start in range(0, dist.shape[0], block_rows):
+        block = np.asarray(dist[start : start + block_rows], dtype=np.float64)
+        for bad, problem in ((~np.isfinite(block), "is not finite; probabilities must be finite and >= 0"),
+                             (block < 0, "is negative; probabilities must be >= 0")):
+            if bad.any():
+                i, a, k = _first(bad)
+                raise ValueError(f"{name}[{_fmt((start + i, a, k))}] = {float(block[i, a, k])!r} {problem}")
         sums = np.matmul(ones, block)  # (rows, L): sum over actions
-        bad = ~(np.abs(sums - 1.0) <= SUM_ATOL)
-        if bad.any():
-            i, k = _first(bad)
+        off = ~(np.abs(sums - 1.0) <= SUM_ATOL)
+        if off.any():
+            i, k = _first(off)
             raise ValueError(
                 f"{name}[{start + i}, :, {k}] sums to {float(sums[i, k])!r} over actions, expected 1 "
                 f"(tolerance {SUM_ATOL:g}); every (row, position) must be a distribution"
             )
-    return arr
 
 
 def _check_rows(array: object, name: str, n: int, source: str) -> np.ndarray:
