@@ -8,6 +8,11 @@ dynamic batch axis, compares onnxruntime against torch eager on 10,000
 random encoded contexts, and writes the artifact only if the largest absolute
 difference is within `parity_atol`. The agents' export adapters build a
 module and call this function.
+
+With `catalogue` (a feature-based policy), the module maps (contexts (n, d),
+action_features (A, m)) to (n, A); the ONNX model gets a second input
+"action_features" whose action axis is dynamic, and parity is checked on random
+contexts against the real catalogue and against random catalogues of other sizes.
 """
 
 from __future__ import annotations
@@ -29,8 +34,10 @@ import torch
 
 from pushrl.envs.features import ContextEncoder
 from pushrl.policies.artifact import (
+    ACTION_FEATURES_INPUT,
     ActionId,
     BusinessRules,
+    CatalogueSpec,
     Exploration,
     Manifest,
     write_artifact,
@@ -94,8 +101,12 @@ def export_scorer(
     parity_rows: int = 10_000,
     parity_atol: float = 1e-5,
     seed: int = 0,
+    catalogue: CatalogueSpec | None = None,
 ) -> Path:
     """Export `module` ((n, d) float32 -> (n, A)) and write the artifact at `folder`; returns the folder.
+
+    catalogue: for a feature-based module ((n, d), (A, m) -> (n, A)): the promotion-feature encoder and
+        raw features of `action_ids` (see the module docstring).
 
     metadata: optional `data_fingerprint` (str), `training_config` and `metrics`
         (JSON-able dicts); other keys are refused.
@@ -121,10 +132,21 @@ def export_scorer(
         data_fingerprint=meta.get("data_fingerprint"),
         training_config=meta.get("training_config", {}),
         metrics=meta.get("metrics", {}),
+        catalogue=catalogue,
     )
-    onnx_bytes = to_onnx(module, encoder.n_features)
-    contexts = random_contexts(encoder, parity_rows, np.random.default_rng(seed))
-    report, ort_out = check_parity(module, onnx_bytes, contexts, parity_atol)
+    rng = np.random.default_rng(seed)
+    contexts = random_contexts(encoder, parity_rows, rng)
+    if catalogue is None:
+        onnx_bytes = to_onnx(module, encoder.n_features)
+        report, ort_out = check_parity(module, onnx_bytes, contexts, parity_atol)
+    else:
+        z = catalogue_matrix(catalogue)
+        onnx_bytes = to_onnx(module, encoder.n_features, z.shape[1])
+        report, ort_out = check_parity(module, onnx_bytes, contexts, parity_atol, z)
+        for size in (1, z.shape[0] + 7):  # other catalogues: the action axis is dynamic
+            other, _ = check_parity(module, onnx_bytes, contexts[:1000], parity_atol,
+                                    random_contexts(catalogue.encoder, size, rng))
+            report = report if report.max_abs_diff >= other.max_abs_diff else other
     if ort_out.shape[1] != manifest.n_actions:
         raise ExportError(f"the module scores {ort_out.shape[1]} actions but action_ids has {manifest.n_actions}")
     if not report.ok:
@@ -138,11 +160,28 @@ def export_scorer(
     return write_artifact(folder, onnx_bytes, manifest)
 
 
-def to_onnx(module: torch.nn.Module, n_features: int) -> bytes:
-    """ONNX bytes of `module` with input "contexts" (batch, n_features) and a dynamic batch axis."""
+def catalogue_matrix(catalogue: CatalogueSpec) -> np.ndarray:
+    """(A, m) float32 encoded action features of a catalogue (numpy only, as the serving runtime does it)."""
+    import pandas as pd
+
+    frame = pd.DataFrame(list(catalogue.features), columns=catalogue.encoder.input_fields)
+    return catalogue.encoder.transform(frame).astype(np.float32)
+
+
+def to_onnx(module: torch.nn.Module, n_features: int, n_action_features: int | None = None) -> bytes:
+    """ONNX bytes of `module` with input "contexts" (batch, n_features) and a dynamic batch axis.
+
+    With `n_action_features`, a second input "action_features" (actions, n_action_features) with a
+    dynamic action axis (feature-based policies).
+    """
     was_training = module.training
     module.eval()
-    example = (torch.zeros(2, n_features, dtype=torch.float32),)
+    example: tuple[torch.Tensor, ...] = (torch.zeros(2, n_features, dtype=torch.float32),)
+    names, dims = [INPUT_NAME], ({0: torch.export.Dim("batch")},)
+    if n_action_features is not None:
+        example += (torch.zeros(3, n_action_features, dtype=torch.float32),)
+        names.append(ACTION_FEATURES_INPUT)
+        dims += ({0: torch.export.Dim("actions")},)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # exporter deprecation chatter, not ours to fix
@@ -151,9 +190,9 @@ def to_onnx(module: torch.nn.Module, n_features: int) -> bytes:
                 module,
                 example,
                 dynamo=True,
-                input_names=[INPUT_NAME],
+                input_names=names,
                 output_names=["output"],
-                dynamic_shapes=({0: torch.export.Dim("batch")},),
+                dynamic_shapes=dims,
                 report=False,
                 verbose=False,
             )
@@ -210,17 +249,21 @@ def random_contexts(encoder: ContextEncoder, n: int, rng: np.random.Generator) -
 
 
 def check_parity(
-    module: torch.nn.Module, onnx_bytes: bytes, contexts: np.ndarray, atol: float = 1e-5
+    module: torch.nn.Module, onnx_bytes: bytes, contexts: np.ndarray, atol: float = 1e-5,
+    action_features: np.ndarray | None = None,
 ) -> tuple[ParityReport, np.ndarray]:
-    """Run torch eager and onnxruntime on the same float32 contexts; return the report and ORT's output."""
+    """Run torch eager and onnxruntime on the same float32 inputs; return the report and ORT's output."""
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-    x = np.ascontiguousarray(contexts, dtype=np.float32)
-    ort_out = session.run(None, {session.get_inputs()[0].name: x})[0]
+    inputs = [np.ascontiguousarray(contexts, dtype=np.float32)]
+    if action_features is not None:
+        inputs.append(np.ascontiguousarray(action_features, dtype=np.float32))
+    feeds = {i.name: v for i, v in zip(session.get_inputs(), inputs, strict=True)}
+    ort_out = session.run(None, feeds)[0]
     was_training = module.training
     module.eval()
     try:
         with torch.no_grad():
-            torch_out = module(torch.from_numpy(x)).detach().cpu().numpy()
+            torch_out = module(*map(torch.from_numpy, inputs)).detach().cpu().numpy()
     finally:
         module.train(was_training)
     if ort_out.shape != torch_out.shape:
@@ -230,10 +273,10 @@ def check_parity(
     diff = float(np.max(np.abs(ort_out.astype(np.float64) - torch_out.astype(np.float64)), initial=0.0))
     if not np.isfinite(diff):
         diff = float("inf")
-    return ParityReport(len(x), diff, atol), ort_out
+    return ParityReport(len(inputs[0]), diff, atol), ort_out
 
 
 def _quiet_exporter_logs() -> None:
     """The exporter logs one warning per missing torchvision op; they do not concern pushrl."""
-    for name in ("torch.onnx._internal.exporter._registration", "torch.onnx"):
+    for name in ("torch.onnx._internal.exporter._registration", "torch.onnx", "onnxscript", "onnx_ir"):
         logging.getLogger(name).setLevel(logging.ERROR)

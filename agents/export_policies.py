@@ -10,6 +10,9 @@ only, so every scorer appends the intercept itself. What is exported:
     lints           posterior mean θᵀx, runtime greedy: Thompson sampling's randomisation
                     is not reproduced in ONNX (stated in the manifest's training_config)
     neural_linear   MLP representation, then the last layer's posterior mean, runtime greedy (same caveat)
+    linucb_shared   feature-based: θᵀφ(x, z_a) + α·sqrt(φᵀA⁻¹φ) over the catalogue's action features z,
+                    a second ONNX input, so the runtime scores a new catalogue without retraining (exact)
+    lints_shared    feature-based posterior mean θᵀφ(x, z_a), runtime greedy (the TS caveat above)
     SB3 PPO/A2C/DQN `export_sb3`: their action probabilities over the env's observation; the manifest's
                     input fields are the observation's named columns and the last action is "push nothing"
     uniform / logging / most_popular   their constant probabilities (exact)
@@ -24,11 +27,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from pushrl.agents.bandits.linear import EpsilonGreedy, LinTS, LinUCB, Softmax
+from pushrl.agents.bandits.linear import EpsilonGreedy, LinearBandit, LinTS, LinUCB, Softmax
 from pushrl.agents.bandits.neural import NeuralLinear
 from pushrl.agents.export import LinearUCBScorer, export_scorer
 from pushrl.envs.features import ContextEncoder
-from pushrl.policies.artifact import Exploration
+from pushrl.policies.artifact import CatalogueSpec, Exploration
 from pushrl.policies.baselines import LoggingPolicyReplay, MostPopular, UniformRandom
 from pushrl.policies.policy import Policy
 
@@ -53,6 +56,35 @@ class LinearScorer(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x @ self.theta.T
+
+
+class SharedLinearScorer(torch.nn.Module):
+    """A shared-feature linear bandit over (contexts (n, d), action features (A, m)) -> (n, A) scores.
+
+    Both inputs get the constant-1 column the agents were trained with, then
+    φ(x, z_a) = vec(x z_aᵀ) ("outer") or [x, z_a] ("concat"); score = θᵀφ + α·sqrt(φᵀA⁻¹φ) (α = 0: the mean).
+    """
+
+    def __init__(self, bandit: LinearBandit, alpha: float) -> None:
+        super().__init__()
+        self.outer = bandit.interaction == "outer"
+        self.alpha = float(alpha)
+        self.register_buffer("theta", torch.from_numpy(np.asarray(bandit.stats.theta[0], np.float32)))
+        self.register_buffer("a_inv", torch.from_numpy(np.asarray(bandit.stats.A_inv[0], np.float32)))
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([x, torch.ones_like(x[:, :1])], dim=1)
+        z = torch.cat([z, torch.ones_like(z[:, :1])], dim=1)
+        n, a = x.shape[0], z.shape[0]
+        if self.outer:
+            phi = (x[:, None, :, None] * z[None, :, None, :]).reshape(n, a, x.shape[1] * z.shape[1])
+        else:
+            phi = torch.cat([x[:, None, :].expand(n, a, x.shape[1]), z[None, :, :].expand(n, a, z.shape[1])], dim=2)
+        mean = phi @ self.theta
+        if self.alpha == 0.0:
+            return mean
+        quad = ((phi @ self.a_inv) * phi).sum(dim=2)
+        return mean + self.alpha * torch.sqrt(torch.clamp(quad, min=0.0))
 
 
 class NeuralMeanScorer(torch.nn.Module):
@@ -83,6 +115,13 @@ class ConstantProbabilities(torch.nn.Module):
 
 def scorer_for(policy: Policy) -> tuple[torch.nn.Module, Exploration, str, str]:
     """(module over encoded contexts, runtime exploration, ONNX output kind, note)."""
+    if isinstance(policy, LinearBandit) and policy.shared:
+        if isinstance(policy, LinUCB):
+            return SharedLinearScorer(policy, policy.alpha), Exploration(), "scores", "exact (feature-based)"
+        if isinstance(policy, LinTS):
+            return (SharedLinearScorer(policy, 0.0), Exploration(), "scores",
+                    "Thompson sampling exported as its greedy posterior-mean policy (no sampling in ONNX; feature-based)")
+        raise ValueError(f"no exporter for a shared-feature {type(policy).__name__}")
     if isinstance(policy, EpsilonGreedy):
         return WithIntercept(LinearScorer(policy.stats.theta)), Exploration("epsilon", epsilon=policy.epsilon), "scores", "exact"
     if isinstance(policy, Softmax):
@@ -100,7 +139,8 @@ def scorer_for(policy: Policy) -> tuple[torch.nn.Module, Exploration, str, str]:
         probs = policy.action_probabilities(np.zeros((1, policy.n_features or 1)))[0]
         return ConstantProbabilities(probs), Exploration(), "probabilities", "exact"
     raise ValueError(f"no exporter for policy type {type(policy).__name__}; exportable: epsilon_greedy, softmax, "
-                     "linucb, lints, uniform, logging, most_popular (SB3: pushrl.agents.sb3_policy.probability_module)")
+                     "linucb, lints, linucb_shared, lints_shared, neural_linear, uniform, logging, most_popular "
+                     "(SB3: export_sb3)")
 
 
 def export_policy(
@@ -113,14 +153,34 @@ def export_policy(
     no_push_action: Any | None = None,
     metadata: dict[str, Any] | None = None,
     parity_rows: int = 10_000,
+    catalogue: CatalogueSpec | None = None,
 ) -> Path:
-    """Export a trained policy to an artifact folder (atomic; ONNX parity checked by `export_scorer`)."""
+    """Export a trained policy to an artifact folder (atomic; ONNX parity checked by `export_scorer`).
+
+    catalogue: the promotion-feature encoder and raw features of `action_ids`; required for (and only
+        used by) shared-feature bandits, whose encoded catalogue must equal the features they were trained on.
+    """
     module, exploration, output, note = scorer_for(policy)
+    shared = isinstance(module, SharedLinearScorer)
+    if shared and catalogue is None:
+        raise ValueError(f"{name} scores actions from their features: export it with catalogue=CatalogueSpec(...) "
+                         "(the catalogue encoder and each action's raw features)")
+    if shared:
+        from pushrl.agents.export import catalogue_matrix
+
+        z, trained = catalogue_matrix(catalogue), policy.action_features
+        if trained is None or z.shape[0] != trained.shape[0] or z.shape[1] + 1 != trained.shape[1] \
+                or not np.allclose(np.hstack([z, np.ones((len(z), 1))]), trained, atol=1e-5):
+            raise ValueError(f"catalogue does not encode to the action features {name} was trained on (plus the "
+                             f"intercept column): encoded {z.shape}, trained "
+                             f"{None if trained is None else trained.shape}")
+    elif catalogue is not None:
+        raise ValueError(f"{name} scores a fixed action set; catalogue is only for shared-feature bandits")
     meta = dict(metadata or {})
     meta["training_config"] = {**meta.get("training_config", {}), "agent": name, "export": note}
     return export_scorer(module.eval(), encoder, [a.item() if hasattr(a, "item") else a for a in action_ids], folder,
                          exploration=exploration, output=output, no_push_action=no_push_action, policy_kind=name,
-                         metadata=meta, parity_rows=parity_rows)
+                         metadata=meta, parity_rows=parity_rows, catalogue=catalogue)
 
 
 NO_PUSH = "__no_push__"

@@ -77,6 +77,12 @@ class ResponseModelConfig:
             rare feature with a huge standardised value cannot memorise a single row.
         init_std: standard deviation of the initial user factors (promotion factors start at 0).
         ips_weighted: weight each row's loss by 1/pscore (normalised to mean 1).
+        id_dropout: share of training rows (per batch, at random) on which the promotion's id
+            terms (b_id, E_id) are switched off, so its features alone must explain its effect
+            (DropoutNet, Volkovs et al. 2017). Trains the content half used for promotions with no
+            rows (cold start): 0.5 brings a new promotion's predicted click rate within 20% of the
+            truth in a feature-driven synthetic shop (tests/test_cold_start.py) at ~0.5% worse
+            held-out log loss on known promotions when features do not explain them. 0: off.
         recent_pushes_column: log column with the user's recent push count (None: none).
         seed: one seed for initialisation and batch order.
         progress: show a tqdm bar per head.
@@ -93,6 +99,7 @@ class ResponseModelConfig:
     context_clip: float = 5.0
     init_std: float = 0.01
     ips_weighted: bool = False
+    id_dropout: float = 0.0
     recent_pushes_column: str | None = "recent_pushes"
     seed: int = 0
     progress: bool = True
@@ -111,6 +118,9 @@ class ResponseModelConfig:
             v = getattr(self, name)
             if not isinstance(v, int | float) or isinstance(v, bool) or not math.isfinite(v) or v < 0 or (positive and v == 0):
                 raise bad(name, "a finite number " + ("> 0" if positive else ">= 0"))
+        if not isinstance(self.id_dropout, int | float) or isinstance(self.id_dropout, bool) \
+                or not 0 <= self.id_dropout < 1:
+            raise bad("id_dropout", "a number in [0, 1)")
         for name in ("ips_weighted", "progress"):
             if not isinstance(getattr(self, name), bool):
                 raise bad(name, "a bool")
@@ -151,11 +161,17 @@ class _Head(nn.Module):
         x = x.clamp(-self.clip, self.clip)
         return self.offset + self.pos[pos] + self.w_h * h + x @ self.w_u, x @ self.P
 
-    def rows(self, x: torch.Tensor, pos: torch.Tensor, h: torch.Tensor, a: torch.Tensor, z: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
-        """(n,) linear predictor of the logged (row, action) pairs."""
+    def rows(self, x: torch.Tensor, pos: torch.Tensor, h: torch.Tensor, a: torch.Tensor, z: torch.Tensor,
+             seen: torch.Tensor, drop_id: torch.Tensor | None = None) -> torch.Tensor:
+        """(n,) linear predictor of the logged (row, action) pairs; rows with `drop_id` use features only."""
         ub, uf = self.user(x, pos, h)
         ib, vf = self.items(z, seen)
-        return ub + ib[a] + (uf * vf[a]).sum(1)
+        ib, vf = ib[a], vf[a]
+        if drop_id is not None:
+            fb, fv = self.items(z, torch.zeros_like(seen))
+            ib = torch.where(drop_id, fb[a], ib)
+            vf = torch.where(drop_id[:, None], fv[a], vf)
+        return ub + ib + (uf * vf).sum(1)
 
     def all_actions(self, x: torch.Tensor, pos: torch.Tensor, h: torch.Tensor, z: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
         """(n, A) linear predictor for every promotion."""
@@ -544,7 +560,8 @@ def _train_head(net: _Net, target: str, prev: str | None, scale: float, tr: _Row
         total = 0.0
         for lo in range(0, len(perm), config.batch_size):
             x, p, h, a, w, y = tr.take(perm[lo: lo + config.batch_size], target)
-            data_loss = (w * head.loss(head.rows(x, p, h, a, net.z, net.seen), y / scale)).sum() / len(w)
+            drop = torch.from_numpy(rng.random(len(a)) < config.id_dropout) if config.id_dropout > 0 else None
+            data_loss = (w * head.loss(head.rows(x, p, h, a, net.z, net.seen, drop), y / scale)).sum() / len(w)
             opt.zero_grad(set_to_none=True)
             data_loss.backward()
             opt.step()

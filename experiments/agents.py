@@ -9,10 +9,12 @@ from typing import Any
 import numpy as np
 
 from pushrl.agents.bandits import BANDITS, make_bandit
+from pushrl.policies.artifact import CatalogueSpec
 from pushrl.policies.baselines import LoggingPolicyReplay, MostPopular, UniformRandom
 from pushrl.policies.policy import Policy
 
 BASELINES = ("uniform", "most_popular", "logging")
+SHARED = ("linucb_shared", "lints_shared")  # score promotions from their features: need action_features
 
 
 @dataclass
@@ -72,8 +74,13 @@ def train_agents(
     batch_size: int,
     seed: int,
     progress: Callable[[str], None] = print,
+    action_features: np.ndarray | None = None,
 ) -> dict[str, TrainedAgent]:
-    """Baselines are fitted on the training log; bandits learn offline (IPS) then online in the simulator."""
+    """Baselines are fitted on the training log; bandits learn offline (IPS) then online in the simulator.
+
+    action_features: (n_actions, m) encoded promotion features (with an intercept column), for the
+    shared-feature bandits (`SHARED`); see `catalogue_features`.
+    """
     check_agent_names(list(specs))
     d = train_features.shape[1]
     out: dict[str, TrainedAgent] = {}
@@ -89,7 +96,13 @@ def train_agents(
             out[name] = TrainedAgent(name, "baseline", LoggingPolicyReplay(logging_probabilities, n_features=d), hp)
         else:
             agent_seed = int(ss.generate_state(1)[0] % (2**31))
-            bandit = make_bandit(name, n_actions=n_actions, n_features=d, seed=agent_seed, **hp)
+            if name in SHARED:
+                if action_features is None or action_features.shape[1] < 2:
+                    raise ValueError(f"agents.{name} scores promotions from their catalogue features, but this "
+                                     "log's catalogue has none: use the disjoint agents (linucb, lints)")
+                bandit = make_bandit(name, action_features=action_features, n_features=d, seed=agent_seed, **hp)
+            else:
+                bandit = make_bandit(name, n_actions=n_actions, n_features=d, seed=agent_seed, **hp)
             progress(f"  {name}: offline IPS fit on {len(train_action):,} logged rows")
             bandit.fit_offline(train_features, train_action, train_reward, train_pscore, mode="ips")
             curve = None
@@ -102,13 +115,23 @@ def train_agents(
     return out
 
 
+def catalogue_features(model: Any, catalogue: Any) -> tuple[np.ndarray, CatalogueSpec]:
+    """(n_actions, m + 1) the response model's encoding of the catalogue plus an intercept column (what the
+    shared bandits learn on), and the `CatalogueSpec` (encoder + raw features) their artifacts carry."""
+    frame = catalogue.features.reset_index(drop=True)
+    z = model.catalogue_encoder.transform(frame).astype(np.float64)
+    return np.hstack([z, np.ones((len(z), 1))]), CatalogueSpec.from_frame(model.catalogue_encoder, frame)
+
+
 def _save_npz(path, arrays: dict[str, np.ndarray]) -> None:
     with open(path, "wb") as fh:  # a file object, so numpy does not append ".npz" to the temp name
         np.savez(fh, **arrays)
 
 
-def save_agents(agents: dict[str, TrainedAgent], folder, n_actions: int, n_features: int) -> None:
-    """Save every agent so `pushrl export` can rebuild it: bandit states (npz) and constant policies' probabilities."""
+def save_agents(agents: dict[str, TrainedAgent], folder, n_actions: int, n_features: int,
+                catalogue: CatalogueSpec | None = None) -> None:
+    """Save every agent so `pushrl export` can rebuild it: bandit states (npz) and constant policies' probabilities;
+    with shared-feature bandits, also the catalogue their artifacts carry (`catalogue.json`)."""
     import json
     from pathlib import Path
 
@@ -119,12 +142,30 @@ def save_agents(agents: dict[str, TrainedAgent], folder, n_actions: int, n_featu
     for name, a in agents.items():
         if a.kind == "bandit":
             state = a.policy.get_state()
+            if name in SHARED:
+                state["action_features"] = a.policy.action_features
             write_with(folder / f"{name}.npz", lambda tmp, st=state: _save_npz(tmp, st))
             index["agents"][name] = {"kind": "bandit", "hparams": a.hparams}
         else:
             probs = a.policy.action_probabilities(np.zeros((1, n_features)))[0]
             index["agents"][name] = {"kind": "constant", "probabilities": probs.tolist()}
+    if catalogue is not None and any(name in SHARED for name in agents):
+        write_json(folder / "catalogue.json", catalogue.to_dict())
     write_json(folder / "agents.json", json.loads(json.dumps(index)))
+
+
+def load_catalogue(folder) -> CatalogueSpec:
+    """The catalogue `save_agents` stored beside shared-feature bandits."""
+    import json
+    from pathlib import Path
+
+    from pushrl.envs.features import ContextEncoder
+
+    path = Path(folder) / "catalogue.json"
+    if not path.exists():
+        raise ValueError(f"{path} is missing: the run saved no catalogue for its shared-feature bandits")
+    raw = json.loads(path.read_text())
+    return CatalogueSpec(ContextEncoder.from_dict(raw["encoder"]), raw["features"])
 
 
 def load_agent(folder, name: str, seed: int = 0) -> Policy:
@@ -142,7 +183,13 @@ def load_agent(folder, name: str, seed: int = 0) -> Policy:
     spec = index["agents"][name]
     if spec["kind"] == "constant":
         return LoggingPolicyReplay(np.asarray(spec["probabilities"]), n_features=index["n_features"])
-    bandit = make_bandit(name, n_actions=index["n_actions"], n_features=index["n_features"], seed=seed, **spec["hparams"])
     with np.load(folder / f"{name}.npz") as z:
-        bandit.set_state({k: z[k] for k in z.files})
+        state = {k: z[k] for k in z.files}
+    if name in SHARED:
+        bandit = make_bandit(name, action_features=state.pop("action_features"), n_features=index["n_features"],
+                             seed=seed, **spec["hparams"])
+    else:
+        bandit = make_bandit(name, n_actions=index["n_actions"], n_features=index["n_features"], seed=seed,
+                             **spec["hparams"])
+    bandit.set_state(state)
     return bandit

@@ -79,6 +79,7 @@ class ModelConfig:
     patience: int = 4
     stop_se: float = 1.0
     ips_weighted: bool = False
+    id_dropout: float = 0.0  # > 0 (e.g. 0.5) trains the feature path that scores new (cold-start) promotions
     recent_pushes_column: str | None = "recent_pushes"
 
 

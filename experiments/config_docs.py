@@ -58,7 +58,9 @@ def render() -> str:
     lines += ["## `agents`", "", "A mapping agent name -> hyperparameters. Options: "
               + ", ".join(f"`agents={a}`" for a in agents) + ". Names: baselines `uniform`, `most_popular`, `logging`; "
               "bandits `epsilon_greedy` (epsilon, ridge), `softmax` (temperature, ridge), `linucb` (alpha, ridge), "
-              "`lints` (alpha, ridge, n_mc), `neural_linear`. Add one: `+agents.linucb2={alpha: 2.0}` is refused "
+              "`lints` (alpha, ridge, n_mc), `neural_linear`, and the feature-based `linucb_shared` (alpha, ridge, "
+              "interaction: concat | outer) and `lints_shared` (alpha, ridge, n_mc, interaction), whose artifacts "
+              "take catalogue updates at serving. Add one: `+agents.linucb2={alpha: 2.0}` is refused "
               "(unknown name); change one: `agents.linucb.alpha=2.0`.", ""]
     lines += ["## `hydra/launcher`", "", "`basic` (default), `joblib_local` (2 processes), `ray_local` "
               "(Ray; `hydra.launcher.ray.init.address=...` for a cluster; needs the `scale` extra).", ""]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from pushrl.envs.atomic import write_json
 from pushrl.envs.logged_data import LoggedData
@@ -107,7 +107,8 @@ def simulator_value(cfg: DictConfig, data: LoggedData, rows: np.ndarray, dist: n
     from pushrl.envs.response_model import ResponseModel, ResponseModelConfig
 
     split = split_log(data, tuple(cfg.split.fractions), seed=cfg.split.seed)
-    model = ResponseModel.fit(split.train, split.validation, ResponseModelConfig(progress=False, seed=int(cfg.seed)))
+    mcfg = ResponseModelConfig(**OmegaConf.to_container(cfg.model, resolve=True), seed=int(cfg.seed), progress=False)
+    model = ResponseModel.fit(split.train, split.validation, mcfg)
     sub = data.subset(rows)
     x, recent = model.encode(sub)
     total = 0.0

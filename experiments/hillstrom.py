@@ -54,7 +54,13 @@ from pushrl.envs.logged_data import LoggedData  # noqa: E402
 from pushrl.envs.objectives import DEFAULT_MARGIN, DEFAULT_PUSH_COST, Objective, make_objective  # noqa: E402
 from pushrl.envs.response_model import ResponseModel, ResponseModelConfig  # noqa: E402
 from pushrl.envs.split import Split  # noqa: E402
-from pushrl.experiments.agents import BASELINES, ResponseBandit, train_agents  # noqa: E402
+from pushrl.experiments.agents import (  # noqa: E402
+    BASELINES,
+    SHARED,
+    ResponseBandit,
+    catalogue_features,
+    train_agents,
+)
 from pushrl.experiments.outputs import RunFolder  # noqa: E402
 from pushrl.policies.evaluation import EstimatorSettings, PolicyEvaluation, evaluate_policy  # noqa: E402
 from pushrl.policies.ope import kfold_indices  # noqa: E402
@@ -362,11 +368,12 @@ def _train_bandit(cfg, name: str, spec: dict, fit: LoggedData, sim: ResponseMode
         return objective.expected(sim.predict(x[rows], recent[rows], pos[rows]), fit.action_ids)
 
     bandit = ResponseBandit(f, expected)
+    z_actions = catalogue_features(sim, fit.catalogue)[0] if name in SHARED else None
     agents = train_agents({name: spec}, n_actions=fit.n_actions, train_features=f, train_action=fit.action,
                           train_reward=objective.logged(fit), train_pscore=fit.pscore,
                           logging_probabilities=np.full(fit.n_actions, 1.0 / fit.n_actions), simulator=bandit,
                           online_rounds=cfg.train.online_rounds, batch_size=cfg.train.batch_size, seed=seed,
-                          progress=lambda _m: None)
+                          progress=lambda _m: None, action_features=z_actions)
     return agents[name].policy
 
 

@@ -24,7 +24,13 @@ from pushrl.envs.objectives import Objective, make_objective
 from pushrl.envs.response_model import ResponseModel, ResponseModelConfig
 from pushrl.envs.split import Split
 from pushrl.experiments import plots
-from pushrl.experiments.agents import ResponseBandit, save_agents, train_agents
+from pushrl.experiments.agents import (
+    SHARED,
+    ResponseBandit,
+    catalogue_features,
+    save_agents,
+    train_agents,
+)
 from pushrl.experiments.hillstrom import hillstrom_section
 from pushrl.experiments.online_test import online_test_section
 from pushrl.experiments.outputs import RunFolder
@@ -52,6 +58,17 @@ def resolve_objective(cfg_objective: DictConfig, data: LoggedData, default: str)
     no_push = cfg_objective.no_push_action if cfg_objective.no_push_action in data.action_ids.tolist() else None
     return make_objective(name, data.action_ids, margin=cfg_objective.margin, push_cost=cfg_objective.push_cost,
                           no_push_action=no_push)
+
+
+def cold_start_note(model: ResponseModel) -> list[str]:
+    """A report line naming the catalogue promotions the model never saw in training (scored from features)."""
+    unseen = [a for a, s in zip(model.catalogue_ids, model.net.seen.tolist(), strict=True) if not s]
+    if not unseen:
+        return []
+    how = ("its content path was trained with id dropout" if model.config.id_dropout > 0 else
+           "set `model.id_dropout=0.5` to train that content path (promotion ids switched off on half the rows)")
+    return ["", f"Cold start: {len(unseen)} catalogue promotion(s) have no training rows ({unseen[:10]}); the model "
+            f"scores them from their features only, and OPE flags any policy mass on them; {how}."]
 
 
 def with_intercept(x: np.ndarray) -> np.ndarray:
@@ -97,7 +114,7 @@ def run_dataset(cfg: DictConfig, data: LoggedData, split: Split, default_objecti
                                                       "inside_ci": bool(r["inside_ci"])} for r in fid.to_dict("records")})
 
     if stop_after == "fit":
-        model_md = [report.to_markdown(), "", f"![calibration]({key}/reliability.png)"]
+        model_md = [report.to_markdown(), "", f"![calibration]({key}/reliability.png)", *cold_start_note(model)]
         run.add_section(f"{key}: response model (held-out test split)", "\n".join(model_md))
         fid_md = ["| scope | rows | logged [95% CI] | simulated | inside CI |", "|---|---|---|---|---|"]
         fid_md += [f"| {r['scope']} | {r['rows']:,} | {_fmt(r['logged'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}] | "
@@ -128,14 +145,15 @@ def run_dataset(cfg: DictConfig, data: LoggedData, split: Split, default_objecti
     simulator = ResponseBandit(f_train, expected_train)
     train_reward = objective.logged(split.train)
     say(f"[bold]{key}[/bold]: training {len(cfg.agents)} agents (objective: {objective.name}) ...")
+    z_actions, catalogue_spec = catalogue_features(model, data.catalogue)
     agents = train_agents(
         {k: dict(v or {}) for k, v in OmegaConf.to_container(cfg.agents, resolve=True).items()},
         n_actions=data.n_actions, train_features=f_train, train_action=split.train.action, train_reward=train_reward,
         train_pscore=split.train.pscore, logging_probabilities=logging_p, simulator=simulator,
         online_rounds=cfg.train.online_rounds, batch_size=cfg.train.batch_size, seed=cfg.seed,
-        progress=lambda m: say(m),
+        progress=lambda m: say(m), action_features=z_actions,
     )
-    save_agents(agents, out_dir / "agents", data.n_actions, f_train.shape[1])
+    save_agents(agents, out_dir / "agents", data.n_actions, f_train.shape[1], catalogue_spec)
     curves = {n: a.online_rewards for n, a in agents.items() if a.online_rewards is not None}
     if curves:
         plots.learning_curves(curves, out_dir / "learning_curves.png", f"{key}: reward per batch while learning in the simulator")
@@ -201,7 +219,7 @@ def run_dataset(cfg: DictConfig, data: LoggedData, split: Split, default_objecti
         say(f"[bold]{key}[/bold]: exporting {name} to {out_dir / folder}")
         artifact_paths[folder] = export_policy(
             agents[name].policy, name, model.encoder, data.action_ids, out_dir / folder,
-            no_push_action=objective_no_push(cfg, data),
+            no_push_action=objective_no_push(cfg, data), catalogue=catalogue_spec if name in SHARED else None,
             metadata={"data_fingerprint": data.fingerprint(),
                       "training_config": {"seed": int(cfg.seed), "hparams": agents[name].hparams, "objective": objective.name},
                       "metrics": {f"ope_{k}": e.estimates[k].value for k in e.estimates}
@@ -337,7 +355,7 @@ def _report_sections(run: RunFolder, key: str, data: LoggedData, split: Split, o
                       f"{_fmt(r['simulated'])} | {'yes' if r['inside_ci'] else '**no**'} |")
     fid_md += ["", f"![fidelity]({key}/fidelity.png)"]
     run.add_section(f"{key}: simulator fidelity (logging policy replayed on held-out rows)", "\n".join(fid_md))
-    model_md = [report.to_markdown(), "", f"![calibration]({key}/reliability.png)"]
+    model_md = [report.to_markdown(), "", f"![calibration]({key}/reliability.png)", *cold_start_note(model)]
     run.add_section(f"{key}: response model (held-out test split)", "\n".join(model_md))
     if has_curves:
         extra = f"\n\n![regret]({key}/regret.png)" if (run.root / key / "regret.png").exists() else ""

@@ -103,16 +103,16 @@ class SequentialConfig:
         self.lambdas = [float(v) for v in lams]
         from pushrl.agents.bandits import BANDITS
 
+        # the env's observation carries no promotion features: shared-feature bandits have nothing to share
+        usable = sorted(set(BANDITS) - {"linucb_shared", "lints_shared"})
         bandits = dict(self.bandits or {})
-        unknown = sorted(set(bandits) - set(BANDITS))
+        unknown = sorted(set(bandits) - set(usable))
         if unknown:
-            raise ValueError(f"SequentialConfig.bandits has unknown bandit(s) {unknown}; allowed: {sorted(BANDITS)}")
+            raise ValueError(f"SequentialConfig.bandits has unknown bandit(s) {unknown}; allowed: {usable}")
         self.bandits = {k: dict(v or {}) for k, v in bandits.items()}
-        from pushrl.agents.bandits import BANDITS
-
-        bad = sorted(set(self.pareto_agents) - {"greedy", *BANDITS})
+        bad = sorted(set(self.pareto_agents) - {"greedy", *usable})
         if bad or not self.pareto_agents:
-            raise ValueError(f"SequentialConfig.pareto_agents must name one or more of {['greedy', *sorted(BANDITS)]}, got "
+            raise ValueError(f"SequentialConfig.pareto_agents must name one or more of {['greedy', *usable]}, got "
                              f"{list(self.pareto_agents)}")
         self.pareto_agents = list(self.pareto_agents)
 

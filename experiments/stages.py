@@ -123,7 +123,7 @@ def stage_export(cfg: DictConfig, run: RunFolder) -> Path:
 
     from pushrl.agents.export_policies import export_policy
     from pushrl.envs.response_model import ResponseModel
-    from pushrl.experiments.agents import load_agent
+    from pushrl.experiments.agents import SHARED, load_agent, load_catalogue
 
     if not cfg.export.run_dir or not cfg.export.agent:
         raise ValueError("pushrl export needs export.run_dir=<run>/<dataset> and export.agent=<name>")
@@ -133,8 +133,9 @@ def stage_export(cfg: DictConfig, run: RunFolder) -> Path:
     fingerprint = json.loads((src / "response_model" / "fit.json").read_text())["train"]
     ids = list(model.catalogue_ids)
     no_push = cfg.objective.no_push_action if cfg.objective.no_push_action in ids else None
+    catalogue = load_catalogue(src / "agents") if cfg.export.agent in SHARED else None
     path = export_policy(policy, cfg.export.agent, model.encoder, ids, run.path("artifact"), no_push_action=no_push,
-                         metadata={"data_fingerprint": fingerprint, "training_config": {"source_run": str(src)}})
+                         catalogue=catalogue, metadata={"data_fingerprint": fingerprint, "training_config": {"source_run": str(src)}})
     run.add_section("Export", f"Exported `{cfg.export.agent}` from `{src}` to `{path}`.")
     return path
 

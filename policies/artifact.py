@@ -13,6 +13,14 @@ is refused on load, naming the file. `policy_version` is
 
 Loading checks the model against the manifest with onnxruntime (no torch):
 one input of width `encoder.n_features`, one output of width `len(action_ids)`.
+
+Feature-based artifacts (schema_version 2, e.g. a shared-feature LinUCB) also
+carry `catalogue`: the promotion-feature encoder and every action's raw
+features, in `action_ids` order. Their model has a second input,
+"action_features" (n_actions, catalogue encoder width), with a dynamic action
+axis, so the serving runtime can score a new catalogue without retraining
+(`PolicyRuntime.with_catalogue`). Loading probes that axis with one extra row.
+Artifacts without a catalogue are written as schema_version 1.
 """
 
 from __future__ import annotations
@@ -35,7 +43,7 @@ import onnxruntime as ort
 
 from pushrl.envs.features import ContextEncoder
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # the newest this pushrl reads; 1 = fixed action set, 2 = adds `catalogue`
 MODEL_FILE = "policy.onnx"
 MANIFEST_FILE = "manifest.json"
 OUTPUT_KINDS = ("scores", "probabilities")
@@ -45,8 +53,9 @@ ActionId = str | int
 MANIFEST_KEYS = (
     "schema_version", "policy_kind", "input_fields", "encoder", "action_ids", "no_push_action", "output",
     "exploration", "slate_size", "business_rules", "data_fingerprint", "training_config", "metrics",
-    "created_at", "pushrl_version", "files", "content_sha256",
+    "created_at", "pushrl_version", "files", "content_sha256", "catalogue",
 )
+ACTION_FEATURES_INPUT = "action_features"
 
 
 class ArtifactError(ValueError):
@@ -98,6 +107,49 @@ class BusinessRules:
 
 
 @dataclass(frozen=True)
+class CatalogueSpec:
+    """The promotion features a feature-based policy scores: their encoder and each action's raw values.
+
+    features[i] maps every field of `encoder.input_fields` to action i's raw value (numbers for numeric
+    fields, strings / integers for categorical ones), in the manifest's `action_ids` order.
+    """
+
+    encoder: ContextEncoder
+    features: tuple[Mapping[str, Any], ...]
+
+    def __post_init__(self) -> None:
+        fields = set(self.encoder.input_fields)
+        rows = tuple(dict(f) for f in self.features) if isinstance(self.features, list | tuple) else None
+        if rows is None:
+            raise ValueError(f"catalogue.features must be a list of objects, got {type(self.features).__name__}")
+        for i, row in enumerate(rows):
+            if set(row) != fields:
+                missing, extra = sorted(fields - set(row)), sorted(set(row) - fields)
+                raise ValueError(f"catalogue.features[{i}] must have exactly the fields {self.encoder.input_fields}; "
+                                 f"missing {missing}, unknown {extra}")
+            for name in self.encoder.numeric:
+                if not _is_number(row[name]):
+                    raise ValueError(f"catalogue.features[{i}].{name} must be a finite number, got {row[name]!r}")
+            for name in self.encoder.categorical:
+                if not isinstance(row[name], str | int) or isinstance(row[name], bool):
+                    raise ValueError(f"catalogue.features[{i}].{name} must be a string or integer, got {row[name]!r}")
+        object.__setattr__(self, "features", rows)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"encoder": self.encoder.to_dict(), "features": [dict(f) for f in self.features]}
+
+    @classmethod
+    def from_frame(cls, encoder: ContextEncoder, frame: Any) -> CatalogueSpec:
+        """From a table with one row per action (in action order) holding the encoder's fields."""
+        rows = frame[encoder.input_fields].to_dict(orient="records")
+        return cls(encoder, tuple({k: _plain(v) for k, v in r.items()} for r in rows))
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+@dataclass(frozen=True)
 class Manifest:
     """What `manifest.json` holds; `files`, `created_at`, `pushrl_version` are filled on write."""
 
@@ -115,7 +167,8 @@ class Manifest:
     created_at: str = ""
     pushrl_version: str = ""
     files: Mapping[str, str] = field(default_factory=dict)
-    schema_version: int = SCHEMA_VERSION
+    catalogue: CatalogueSpec | None = None
+    schema_version: int | None = None  # None: 2 with a catalogue, else 1
 
     def __post_init__(self) -> None:
         ids = tuple(_native_id(a, "action_ids") for a in self.action_ids)
@@ -140,12 +193,25 @@ class Manifest:
             object.__setattr__(self, "no_push_action", _native_id(self.no_push_action, "no_push_action"))
             if self.no_push_action not in ids:
                 raise ValueError(f"no_push_action {self.no_push_action!r} is not one of action_ids {list(ids)[:10]}")
-        if self.schema_version != SCHEMA_VERSION:
-            raise ValueError(f"schema_version must be {SCHEMA_VERSION}, got {self.schema_version!r}")
+        required = 1 if self.catalogue is None else 2
+        if self.schema_version is None:
+            object.__setattr__(self, "schema_version", required)
+        if self.schema_version != required:
+            raise ValueError(f"schema_version must be {required} "
+                             f"({'with' if self.catalogue is not None else 'without'} a catalogue), "
+                             f"got {self.schema_version!r}")
+        if self.catalogue is not None and len(self.catalogue.features) != len(ids):
+            raise ValueError(f"catalogue.features has {len(self.catalogue.features)} rows but action_ids has "
+                             f"{len(ids)}: one row of features per action, in action_ids order")
 
     @property
     def input_fields(self) -> list[str]:
         return self.encoder.input_fields
+
+    @property
+    def feature_based(self) -> bool:
+        """True when the model scores actions from their features (a catalogue update needs no retraining)."""
+        return self.catalogue is not None
 
     @property
     def n_actions(self) -> int:
@@ -153,7 +219,7 @@ class Manifest:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON layout of manifest.json (without `content_sha256`)."""
-        return {
+        body = {
             "schema_version": self.schema_version,
             "policy_kind": self.policy_kind,
             "input_fields": self.input_fields,
@@ -171,6 +237,9 @@ class Manifest:
             "pushrl_version": self.pushrl_version,
             "files": dict(self.files),
         }
+        if self.catalogue is not None:
+            body["catalogue"] = self.catalogue.to_dict()
+        return body
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Manifest:
@@ -183,6 +252,12 @@ class Manifest:
             raise ArtifactError(f"manifest.json is missing field(s) {missing}")
         try:
             encoder = ContextEncoder.from_dict(d["encoder"])
+            catalogue = None
+            if d.get("catalogue") is not None:
+                cat = d["catalogue"]
+                if not isinstance(cat, Mapping) or set(cat) != {"encoder", "features"}:
+                    raise ValueError("catalogue must be an object with fields ['encoder', 'features']")
+                catalogue = CatalogueSpec(ContextEncoder.from_dict(cat["encoder"]), cat["features"])
             manifest = cls(
                 policy_kind=d["policy_kind"],
                 encoder=encoder,
@@ -198,6 +273,7 @@ class Manifest:
                 created_at=d.get("created_at", ""),
                 pushrl_version=d.get("pushrl_version", ""),
                 files=d.get("files", {}),
+                catalogue=catalogue,
                 schema_version=d["schema_version"],
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -345,18 +421,39 @@ def _session(onnx_bytes: bytes, threads: int) -> ort.InferenceSession:
 
 def _check_widths(session: ort.InferenceSession, manifest: Manifest) -> None:
     inputs, outputs = session.get_inputs(), session.get_outputs()
-    if len(inputs) != 1 or len(outputs) != 1:
-        raise ArtifactError(f"{MODEL_FILE} must have one input and one output, has {len(inputs)} and {len(outputs)}")
+    n_in = 1 if manifest.catalogue is None else 2
+    if len(inputs) != n_in or len(outputs) != 1:
+        raise ArtifactError(f"{MODEL_FILE} must have {n_in} input(s) and one output, has {len(inputs)} and {len(outputs)}"
+                            + ("" if n_in == 1 else f" (inputs: contexts, {ACTION_FEATURES_INPUT})"))
     d, a = manifest.encoder.n_features, manifest.n_actions
     in_shape, out_shape = inputs[0].shape, outputs[0].shape
     if len(in_shape) != 2 or (isinstance(in_shape[1], int) and in_shape[1] != d):
         raise ArtifactError(f"{MODEL_FILE} input width {in_shape[-1]} (shape {in_shape}) != encoder width {d} "
                             "(manifest encoder.n_features)")
-    if len(out_shape) != 2 or (isinstance(out_shape[1], int) and out_shape[1] != a):
+    if len(out_shape) != 2 or (isinstance(out_shape[1], int) and out_shape[1] != a and n_in == 1):
         raise ArtifactError(f"{MODEL_FILE} output width {out_shape[-1]} (shape {out_shape}) != number of actions "
                             f"{a} (manifest action_ids)")
+    feeds = {inputs[0].name: np.zeros((2, d), np.float32)}
+    if manifest.catalogue is not None:
+        if inputs[1].name != ACTION_FEATURES_INPUT:
+            raise ArtifactError(f"{MODEL_FILE}'s second input must be named {ACTION_FEATURES_INPUT!r}, "
+                                f"got {inputs[1].name!r}")
+        m = manifest.catalogue.encoder.n_features
+        if len(inputs[1].shape) != 2 or (isinstance(inputs[1].shape[1], int) and inputs[1].shape[1] != m):
+            raise ArtifactError(f"{MODEL_FILE} input {ACTION_FEATURES_INPUT} has shape {inputs[1].shape}; expected "
+                                f"(n_actions, {m}) (manifest catalogue.encoder.n_features)")
+        for rows in (a, a + 1):  # the action axis must be dynamic: a catalogue update changes it
+            try:
+                out = session.run(None, {**feeds, ACTION_FEATURES_INPUT: np.zeros((rows, m), np.float32)})[0]
+            except Exception as exc:
+                raise ArtifactError(f"{MODEL_FILE} does not accept ({rows}, {m}) action features (a catalogue of "
+                                    f"{rows} actions): {exc}") from exc
+            if out.shape != (2, rows):
+                raise ArtifactError(f"{MODEL_FILE} scores {out.shape[-1]} actions for a catalogue of {rows}: the "
+                                    "action axis must follow the action_features input")
+        return
     try:  # symbolic widths: probe one row
-        out = session.run(None, {inputs[0].name: np.zeros((2, d), np.float32)})[0]
+        out = session.run(None, feeds)[0]
     except Exception as exc:
         raise ArtifactError(f"{MODEL_FILE} does not accept (n, {d}) float32 inputs (encoder width {d}): {exc}") from exc
     if out.shape != (2, a):

@@ -96,11 +96,23 @@ def test_missing_file_is_named(tmp_path: Path, encoder: ContextEncoder) -> None:
 def test_future_schema_version_is_refused_clearly(tmp_path: Path, encoder: ContextEncoder) -> None:
     folder = write_artifact(tmp_path / "a", model(encoder), make_manifest(encoder))
     raw = json.loads((folder / MANIFEST_FILE).read_text())
-    raw["schema_version"] = 2
+    raw["schema_version"] = 3
     raw["a_field_from_the_future"] = {"x": 1}
     raw["content_sha256"] = content_hash(raw)
     (folder / MANIFEST_FILE).write_text(json.dumps(raw))
-    with pytest.raises(ArtifactError, match=r"schema_version 2, newer than this pushrl reads \(1\); upgrade"):
+    with pytest.raises(ArtifactError, match=r"schema_version 3, newer than this pushrl reads \(2\); upgrade"):
+        load_artifact(folder)
+
+
+def test_fixed_action_set_artifacts_stay_schema_version_1(tmp_path: Path, encoder: ContextEncoder) -> None:
+    """Only feature-based artifacts (with a catalogue) need version 2, so older readers keep loading the rest."""
+    folder = write_artifact(tmp_path / "a", model(encoder), make_manifest(encoder))
+    raw = json.loads((folder / MANIFEST_FILE).read_text())
+    assert raw["schema_version"] == 1 and "catalogue" not in raw
+    raw["schema_version"] = 2  # claims a catalogue it does not have
+    raw["content_sha256"] = content_hash(raw)
+    (folder / MANIFEST_FILE).write_text(json.dumps(raw))
+    with pytest.raises(ArtifactError, match="schema_version must be 1"):
         load_artifact(folder)
 
 

@@ -18,7 +18,7 @@ from pushrl.envs.objectives import make_objective
 from pushrl.envs.paths import data_root
 from pushrl.envs.response_model import ResponseModel, ResponseModelConfig
 from pushrl.envs.split import split_log, stratified_split_indices
-from pushrl.experiments.agents import ResponseBandit, train_agents
+from pushrl.experiments.agents import ResponseBandit, catalogue_features, train_agents
 from pushrl.experiments.config import register_configs
 from pushrl.experiments.hillstrom import hillstrom_section
 from pushrl.experiments.outputs import RunFolder
@@ -64,7 +64,7 @@ def _run_section(cfg, data, root):
                           train_reward=objective.logged(split.train), train_pscore=split.train.pscore,
                           logging_probabilities=np.full(3, 1 / 3), simulator=ResponseBandit(f_train, expected),
                           online_rounds=cfg.train.online_rounds, batch_size=cfg.train.batch_size, seed=cfg.seed,
-                          progress=lambda _m: None)
+                          progress=lambda _m: None, action_features=catalogue_features(model, data.catalogue)[0])
     run = RunFolder(root)
     messages: list[str] = []
     start = time.perf_counter()

@@ -231,6 +231,7 @@ def join_rewards(
     manifest: Any | None = None,
     missing_reward: float | None = 0.0,
     name: str = "decision-log",
+    action_ids: Sequence[Any] | None = None,
 ) -> LoggedData:
     """Join reward events to logged decisions and return LoggedData (one row per chosen slot).
 
@@ -242,6 +243,9 @@ def join_rewards(
         they are inferred from the log.
     missing_reward: the reward of a decision with no event (0.0: "no event
         means no click"); None refuses decisions without an event.
+    action_ids: the whole action set when it differs from the manifest's (the
+        catalogue was updated while serving: pass every id served, e.g. the
+        manifest's followed by the new ones); ids logged outside it are refused.
     The propensity of slot j is its conditional probability given slots < j
     (the runtime's); decisions with no action (cap / all excluded) are left out.
     Every choice made here is recorded in the result's `notes`.
@@ -283,11 +287,11 @@ def join_rewards(
         schema = LogSchema(action="action", rewards=tuple(rewards), optional_rewards=(), user_id=None,
                            numeric_features=tuple(manifest.encoder.numeric),
                            categorical_features=tuple(manifest.encoder.categorical))
-        catalogue = Catalogue.from_ids(list(manifest.action_ids))
+        catalogue = Catalogue.from_ids(list(manifest.action_ids if action_ids is None else action_ids))
     else:
         schema = LogSchema(action="action", rewards=tuple(rewards), optional_rewards=(), user_id=None,
                            exclude=("request_id",))
-        catalogue = None
+        catalogue = None if action_ids is None else Catalogue.from_ids(list(action_ids))
     data = LoggedData.from_frame(frame, schema=schema, catalogue=catalogue, name=name, source="decision log")
     notes = [f"{len(slots)} logged slot(s) from {len(decisions)} decision(s) read from the serving decision log"]
     if empty:

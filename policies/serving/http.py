@@ -10,9 +10,13 @@ Contract:
     4xx {"detail": "<field>: <problem>", "field": "<field path>"}: 400 malformed JSON,
     413 too many requests or too large a body, 422 any invalid field. Never a 500 for bad input.
 
-    GET /healthz, GET /v1/policy (the manifest), POST /v1/admin/reload {"path": "..."}: builds
-    the new runtime fully (off the event loop) and then swaps one reference; requests
-    already running finish on the runtime they started with.
+    GET /healthz, GET /v1/policy (the manifest, with the serving policy_version and action_ids),
+    POST /v1/admin/reload {"path": "..."}: builds the new runtime fully (off the event loop) and
+    then swaps one reference; requests already running finish on the runtime they started with.
+    POST /v1/admin/retire {"ids": [...]}: retire promotions (see `PolicyRuntime.retire`).
+    POST /v1/admin/catalogue {"catalogue": [{"id": ..., "features": {...}}, ...]}: feature-based
+    artifacts only; the new action set is scored by the same model (no retraining) and swapped in
+    like a reload (see `PolicyRuntime.with_catalogue`).
 """
 
 from __future__ import annotations
@@ -150,7 +154,12 @@ def create_app(
 
     @app.get("/v1/policy")
     async def policy() -> dict[str, Any]:
-        return app.state.runtime.artifact.manifest_dict()
+        runtime: PolicyRuntime = app.state.runtime
+        out = {**runtime.artifact.manifest_dict(), "policy_version": runtime.policy_version,
+               "action_ids": runtime.action_ids}
+        if runtime.catalogue is not None:
+            out["serving_catalogue"] = runtime.catalogue
+        return out
 
     @app.post("/v1/decide", openapi_extra={"requestBody": {
         "required": True, "content": {"application/json": {"schema": _REQUEST_SCHEMA}}}})
@@ -205,6 +214,22 @@ def create_app(
             runtime: PolicyRuntime = app.state.runtime
             runtime.retire(body["ids"])
             return {"retired": [runtime.action_ids[j] for j in runtime.retired]}
+
+        @app.post("/v1/admin/catalogue")
+        async def catalogue(request: Request) -> dict[str, Any]:
+            body = await _json_body(request)
+            if not isinstance(body, dict) or set(body) != {"catalogue"} or not isinstance(body["catalogue"], list):
+                raise HTTPError(422, "catalogue", "the body must be {\"catalogue\": [{\"id\": ..., \"features\": "
+                                                  "{...}}, ...]}")
+            with reload_lock:
+                child = seeds.spawn(1)[0]
+            old: PolicyRuntime = app.state.runtime
+            new = await run_in_threadpool(old.with_catalogue, body["catalogue"], child)
+            app.state.runtime = new
+            logger.info("catalogue updated: %s -> %s (%d actions)", old.policy_version, new.policy_version,
+                        new.n_actions)
+            return {"policy_version": new.policy_version, "previous_version": old.policy_version,
+                    "action_ids": new.action_ids}
 
     return app
 

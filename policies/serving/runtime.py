@@ -33,10 +33,19 @@ allowed after slots 0..j-1 were taken (sequential sampling without
 replacement); its propensity is that conditional probability, so the
 probability of the ordered slate is the product of its propensities. A slate
 is shorter than k when fewer actions remain (or none has positive probability).
+
+Catalogue updates (feature-based artifacts only, see `pushrl.policies.artifact`):
+`with_catalogue([{"id": ..., "features": {...}}, ...])` returns a runtime for a new
+action set, scored from the promotions' features by the same model, without
+retraining. Its `policy_version` gains `.catalogue-<hash>` so every logged
+decision says which action set it was drawn from; retired promotions and the
+shadow candidate carry over.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import threading
 from collections.abc import Mapping, Sequence
@@ -46,10 +55,18 @@ from typing import Any
 
 import numpy as np
 
-from pushrl.policies.artifact import ActionId, Artifact, ArtifactError, BusinessRules, load_artifact
+from pushrl.policies.artifact import (
+    ACTION_FEATURES_INPUT,
+    ActionId,
+    Artifact,
+    ArtifactError,
+    BusinessRules,
+    load_artifact,
+)
 from pushrl.policies.serving.decision_log import DecisionLog
 
 REQUEST_KEYS = ("request_id", "context", "exclude", "k", "pushes_in_window")
+CATALOGUE_KEYS = ("id", "features")
 _PLAIN_NUMBERS = frozenset({int, float})
 
 
@@ -171,6 +188,10 @@ class ContextPreprocessor:
         return out
 
 
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def explore_probabilities(
     scores: np.ndarray, allowed: np.ndarray | None, output: str, kind: str, epsilon: float, temperature: float
 ) -> np.ndarray:
@@ -222,16 +243,30 @@ class PolicyRuntime:
         self,
         artifact: Artifact,
         *,
-        seed: int | np.random.SeedSequence | None = None,
+        seed: int | np.random.SeedSequence | np.random.Generator | None = None,
         rules: BusinessRules | None = None,
         decision_log: DecisionLog | None = None,
+        catalogue: Sequence[Mapping[str, Any]] | None = None,
     ) -> None:
+        """catalogue: a new action set for a feature-based artifact (see `with_catalogue`); None: the manifest's."""
         self.artifact = artifact
         m = artifact.manifest
         self.manifest = m
         self.rules = rules if rules is not None else m.business_rules
-        self.policy_version = artifact.policy_version
-        self.action_ids = list(m.action_ids)
+        self._catalogue_pre = None if m.catalogue is None else ContextPreprocessor(m.catalogue.encoder)
+        self._action_features: np.ndarray | None = None
+        self.catalogue: list[dict[str, Any]] | None = None  # the promotions scored now (feature-based artifacts)
+        if catalogue is None:
+            self.policy_version = artifact.policy_version
+            self.action_ids = list(m.action_ids)
+            if m.catalogue is not None:
+                self.catalogue = [{"id": a, "features": dict(f)} for a, f in zip(m.action_ids, m.catalogue.features,
+                                                                                 strict=True)]
+                self._action_features = self._catalogue_pre.encode(m.catalogue.features, "catalogue.features")
+        else:
+            self.action_ids, self._action_features, self.catalogue = self._parse_catalogue(catalogue)
+            digest = hashlib.sha256(json.dumps(self.catalogue, sort_keys=True, separators=(",", ":")).encode())
+            self.policy_version = f"{artifact.policy_version}.catalogue-{digest.hexdigest()[:12]}"
         self._index = {(type(a), a): i for i, a in enumerate(self.action_ids)}
         self.no_push = None if m.no_push_action is None else self.action_ids.index(m.no_push_action)
         self.preprocessor = ContextPreprocessor(m.encoder)
@@ -272,7 +307,14 @@ class PolicyRuntime:
         x = np.ascontiguousarray(encoded, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] != self.preprocessor.width:
             raise ValueError(f"contexts must have shape (n, {self.preprocessor.width}), got {x.shape}")
-        return self._session.run([self._out], {self._in: x})[0].astype(np.float64)
+        return self._run(x)
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        """The ONNX model on float32 encoded contexts (plus this runtime's action features if feature-based)."""
+        feeds = {self._in: x}
+        if self._action_features is not None:
+            feeds[ACTION_FEATURES_INPUT] = self._action_features
+        return self._session.run([self._out], feeds)[0].astype(np.float64)
 
     def action_probabilities(self, contexts: np.ndarray) -> np.ndarray:
         """(n, A) exploration probabilities with every action allowed (no business rules)."""
@@ -296,6 +338,66 @@ class PolicyRuntime:
             raise RequestError("retire", "the no-push action cannot be retired")
         self.retired = sorted(known[str(a)] for a in action_ids)
 
+    def with_catalogue(self, promotions: Sequence[Mapping[str, Any]],
+                       seed: int | np.random.SeedSequence | np.random.Generator | None = None) -> PolicyRuntime:
+        """A runtime serving `promotions` ([{"id": ..., "features": {field: raw value}}, ...], the whole new
+        action set, in order) with this artifact's model: new promotions are scored from their features.
+
+        Feature-based artifacts only. Refused (RequestError naming `catalogue[i]...`): duplicate or non-scalar
+        ids, missing or unknown feature fields, values of the wrong type, a catalogue without the manifest's
+        no-push action or smaller than its slate size. Retired promotions still in the catalogue stay
+        retired; a feature-based shadow candidate gets the same catalogue (a fixed-set one is refused).
+        `seed` None: a child of this runtime's generator.
+        """
+        if self.shadow is not None and not self.shadow.manifest.feature_based:
+            raise RequestError("catalogue", "the shadow candidate scores a fixed action set and cannot follow a "
+                                            "catalogue update: detach it (attach_shadow(None)) or shadow a "
+                                            "feature-based candidate")
+        new = PolicyRuntime(self.artifact, seed=self._rng.spawn(1)[0] if seed is None else seed, rules=self.rules,
+                            decision_log=self.decision_log, catalogue=promotions)
+        if self.shadow is not None:
+            new.attach_shadow(self.shadow.with_catalogue(promotions))
+        still = {str(a) for a in new.action_ids}
+        new.retire([self.action_ids[j] for j in self.retired if str(self.action_ids[j]) in still])
+        return new
+
+    def _parse_catalogue(self, promotions: Any) -> tuple[list[ActionId], np.ndarray, list[dict[str, Any]]]:
+        m = self.manifest
+        if m.catalogue is None:
+            raise RequestError("catalogue", f"this artifact ({m.policy_kind}) scores a fixed set of {m.n_actions} "
+                                            "actions; a catalogue update needs a feature-based artifact (exported "
+                                            "from linucb_shared or lints_shared): re-export, or retrain for the new set")
+        if not isinstance(promotions, Sequence) or isinstance(promotions, str | bytes) or not promotions:
+            raise RequestError("catalogue", "must be a non-empty list of {\"id\": ..., \"features\": {...}} objects")
+        ids: list[ActionId] = []
+        first: dict[tuple[type, ActionId], int] = {}
+        for i, item in enumerate(promotions):
+            where = f"catalogue[{i}]"
+            if not isinstance(item, Mapping):
+                raise RequestError(where, f"must be an object with fields {list(CATALOGUE_KEYS)}, got {type(item).__name__}")
+            for key in CATALOGUE_KEYS:
+                if key not in item:
+                    raise RequestError(f"{where}.{key}", "missing field")
+            extra = sorted(str(k) for k in item if k not in CATALOGUE_KEYS)
+            if extra:
+                raise RequestError(f"{where}.{extra[0]}", f"unknown field; allowed: {list(CATALOGUE_KEYS)}")
+            a = item["id"]
+            if type(a) is not str and type(a) is not int:
+                raise RequestError(f"{where}.id", f"must be a string or integer, got {a!r}")
+            if (type(a), a) in first:
+                raise RequestError(f"{where}.id", f"duplicate id {a!r}: it repeats catalogue[{first[(type(a), a)]}]")
+            first[(type(a), a)] = i
+            ids.append(a)
+        z = self._catalogue_pre.encode([item["features"] for item in promotions], "catalogue", ".features")
+        if m.no_push_action is not None and m.no_push_action not in ids:
+            raise RequestError("catalogue", f"the no-push action {m.no_push_action!r} must stay in the catalogue")
+        if m.slate_size > len(ids):
+            raise RequestError("catalogue", f"{len(ids)} promotion(s) cannot fill this policy's slates of "
+                                            f"{m.slate_size}")
+        rows = [{"id": a, "features": {f: _plain(item["features"][f]) for f in m.catalogue.encoder.input_fields}}
+                for a, item in zip(ids, promotions, strict=True)]
+        return ids, z, rows
+
     def attach_shadow(self, candidate: PolicyRuntime | None) -> None:
         """Shadow mode: `candidate` scores every request beside this (live) policy and its probabilities are
         written to the decision log (`shadow_probabilities`, `shadow_version`); decisions stay the live policy's.
@@ -314,7 +416,7 @@ class PolicyRuntime:
         """(n, A) the shadow candidate's probabilities for these requests, under the same exclusions."""
         assert self.shadow is not None
         x = self.shadow.preprocessor.encode([r.context for r in parsed], "requests", ".context")
-        scores = self.shadow.scores(x)
+        scores = self.shadow._run(x)
         allowed = np.ones(scores.shape, bool)
         for i, r in enumerate(parsed):
             if r.exclude:
@@ -328,7 +430,7 @@ class PolicyRuntime:
         """
         parsed = self._parse(requests)
         x = self.preprocessor.encode([r.context for r in parsed], "requests", ".context")
-        scores = self._session.run([self._out], {self._in: x})[0].astype(np.float64)
+        scores = self._run(x)
         with self._lock:
             chosen, props, first = self._choose(scores, parsed)
         decisions = []
