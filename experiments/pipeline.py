@@ -230,7 +230,7 @@ def run_dataset(cfg: DictConfig, data: LoggedData, split: Split, default_objecti
                           "ope": {n: {k: e.estimates[k].value for k in e.estimates} for n, e in evaluations.items()},
                           "logging_value": logging_value.value})
     _report_sections(run, key, data, split, objective, report, fid, sim, evaluations, rec, chosen, why, bool(curves),
-                     artifact_paths)
+                     artifact_paths, cold_start_note(model))
     # 7. the online test that would confirm the candidate (the chosen policy, or the best learned one)
     candidate = chosen if chosen != "logging" else best_learned
     if candidate is not None and stop_after != "train":
@@ -322,7 +322,7 @@ def _fmt(x: float) -> str:
 
 def _report_sections(run: RunFolder, key: str, data: LoggedData, split: Split, objective: Objective, report,
                      fid: pd.DataFrame, sim: pd.DataFrame, evaluations: dict[str, PolicyEvaluation], rec: str,
-                     chosen: str, why: str, has_curves: bool, artifacts: dict[str, Path]) -> None:
+                     chosen: str, why: str, has_curves: bool, artifacts: dict[str, Path], cold_start: list[str]) -> None:
     chosen_eval = evaluations[chosen]
     md = [f"**Ship: `{chosen}`** — {why}.", ""]
     if "artifact" in artifacts:
@@ -355,7 +355,7 @@ def _report_sections(run: RunFolder, key: str, data: LoggedData, split: Split, o
                       f"{_fmt(r['simulated'])} | {'yes' if r['inside_ci'] else '**no**'} |")
     fid_md += ["", f"![fidelity]({key}/fidelity.png)"]
     run.add_section(f"{key}: simulator fidelity (logging policy replayed on held-out rows)", "\n".join(fid_md))
-    model_md = [report.to_markdown(), "", f"![calibration]({key}/reliability.png)", *cold_start_note(model)]
+    model_md = [report.to_markdown(), "", f"![calibration]({key}/reliability.png)", *cold_start]
     run.add_section(f"{key}: response model (held-out test split)", "\n".join(model_md))
     if has_curves:
         extra = f"\n\n![regret]({key}/regret.png)" if (run.root / key / "regret.png").exists() else ""

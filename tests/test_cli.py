@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+from pushrl.policies.serving.runtime import PolicyRuntime
+
 
 def _pushrl(*args: str, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pushrl.experiments.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
@@ -97,6 +99,16 @@ def test_fit_train_export_entry_points(tmp_path):
     assert export.returncode == 0, export.stderr[-2000:]
     manifest = json.loads((tmp_path / "export/artifact/manifest.json").read_text())
     assert manifest["policy_kind"] == "linucb"
+    shared = _pushrl("export", "experiment=smoke", f"export.run_dir={tmp_path}/train/synthetic",
+                     "export.agent=linucb_shared", f"hydra.run.dir={tmp_path}/export_shared")
+    assert shared.returncode == 0, shared.stderr[-2000:]
+    runtime = PolicyRuntime.load(tmp_path / "export_shared/artifact", seed=0)
+    assert runtime.manifest.schema_version == 2 and runtime.action_ids == list(range(10))
+    promotions = runtime.catalogue[:3] + [{"id": 99, "features": {**runtime.catalogue[0]["features"], "f0": 2.5}}]
+    updated = runtime.with_catalogue(promotions)  # a new promotion, scored by the exported model as is
+    assert updated.action_ids == [0, 1, 2, 99]
+    assert updated.decide([{"request_id": "r", "context": {"u0": 0.1, "u1": 0.2, "u2": 0.3, "u3": 0.4,
+                                                           "segment": "s0"}}])[0].actions[0] in updated.action_ids
     bad = _pushrl("export", "experiment=smoke", f"export.run_dir={tmp_path}/train/synthetic", "export.agent=nope",
                   f"hydra.run.dir={tmp_path}/export2")
     assert bad.returncode != 0 and "saved agents" in bad.stderr
