@@ -100,6 +100,24 @@ def synthetic_fidelity_plot(table: pd.DataFrame, logging_ci: tuple[float, float,
     return _save(fig, path)
 
 
+def cold_start_plot(tables: dict[str, pd.DataFrame], path: Path) -> Path:
+    """Never-logged promotions: true click rate, the feature-only score per model setting, the average-promotion guess."""
+    first = next(iter(tables.values()))
+    fig, ax = plt.subplots(figsize=(6.5, 3.2))
+    y = np.arange(len(first))
+    for yi, t in zip(y, first["true_rate"], strict=True):
+        ax.plot([0.8 * t, 1.2 * t], [yi, yi], color="grey", lw=4, alpha=0.3)
+    ax.scatter(first["true_rate"], y, marker="o", color="black", label="truth", zorder=3)
+    ax.scatter(first["average_known"], y, marker="|", color="tab:grey", s=120, label="average known promotion", zorder=3)
+    for (label, table), colour in zip(tables.items(), ("tab:blue", "tab:red"), strict=False):
+        ax.scatter(table["predicted"], y, marker="x", color=colour, s=60, label=label, zorder=3)
+    ax.set_yticks(y, [f"promotion {p}" for p in first["promotion"]])
+    ax.set_xlabel("click rate on held-out rows; grey band: truth +-20%")
+    ax.set_title("never-logged promotions scored from their features", fontsize=9)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
 def weight_histogram(weights: np.ndarray, diagnostics, path: Path, title: str) -> Path:
     """Distribution of the importance weights pi(a|x) / pi_0(a|x) on the logged rows (overlap diagnostic)."""
     w = np.asarray(weights, dtype=float)

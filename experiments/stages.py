@@ -114,6 +114,9 @@ def stage_run(cfg: DictConfig, run: RunFolder, stop_after: str | None = None) ->
         from pushrl.experiments.synthetic_fidelity import synthetic_fidelity_section
 
         run.add_metrics("synthetic_fidelity", synthetic_fidelity_section(run, int(cfg.seed), console.print))
+        from pushrl.experiments.cold_start_section import cold_start_section
+
+        run.add_metrics("cold_start", cold_start_section(run, int(cfg.seed), console.print))
     return results
 
 

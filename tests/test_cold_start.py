@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from pushrl.envs.catalogue import Catalogue
+from pushrl.envs.cold_start import cold_start_errors
 from pushrl.envs.logged_data import LoggedData
 from pushrl.envs.response import TrueResponse
 from pushrl.envs.response_model import ResponseModel, ResponseModelConfig
@@ -16,31 +17,38 @@ from pushrl.policies.evaluation import evaluate_policy
 from pushrl.policies.policy import to_action_dist
 
 
-def _cold_start_errors(seed: int, new: int, id_dropout: float) -> tuple[float, float]:
-    """Relative error of the feature-based score of a never-logged promotion, and of 'the average known one'."""
-    data, truth = generate_log(SyntheticConfig(n_rows=100_000, n_actions=30, feature_driven=True, seed=seed))
-    seen = data.subset(np.flatnonzero(data.action != new))  # promotion `new` is never logged...
-    catalogue = Catalogue.from_frame(catalogue_frame(truth), id_column="action")  # ...but is in the catalogue
-    log = LoggedData.from_frame(seen.frame.drop(columns=["action_index"]), schema=SCHEMA, catalogue=catalogue)
-    split = split_log(log)
-    config = ResponseModelConfig(progress=False, seed=0, l2=1.0, id_dropout=id_dropout)
-    model = ResponseModel.fit(split.train, split.validation, config)
-    x, recent = model.encode(split.test)
-    q = model.predict(x, recent, split.test.position)["click"]
-    tx, seg, trecent, pos = truth.row_inputs(split.test)
-    true_ctx = np.hstack([tx, np.eye(truth.config.n_segments)[seg]])
-    true_rate = TrueResponse(truth).predict(true_ctx, trecent, pos)["click"][:, new].mean()
-    return abs(q[:, new].mean() - true_rate) / true_rate, abs(np.delete(q, new, axis=1).mean() - true_rate) / true_rate
-
-
-CASES = [(seed, new) for seed in (4, 5, 6) for new in (1, 3, 7)]
-
-
 @pytest.fixture(scope="module")
 def errors() -> dict[float, np.ndarray]:
-    """(case, [feature score error, average-promotion error]) with id dropout off and at 0.5."""
+    """(case, [feature score error, average-promotion error]) with id dropout off and at 0.5: 3 feature-driven
+    30-promotion shops x 3 held-out promotions, each scored by a model that never saw it."""
     torch.set_num_threads(1)
-    return {d: np.array([_cold_start_errors(seed, new, d) for seed, new in CASES]) for d in (0.0, 0.5)}
+    out = {}
+    for d in (0.0, 0.5):
+        config = ResponseModelConfig(progress=False, seed=0, l2=1.0, id_dropout=d)
+        tables = [cold_start_errors(SyntheticConfig(n_rows=100_000, n_actions=30, feature_driven=True, seed=seed),
+                                    (1, 3, 7), config) for seed in (4, 5, 6)]
+        out[d] = np.vstack([t[["relative_error", "average_relative_error"]].to_numpy() for t in tables])
+    return out
+
+
+def test_cold_start_errors_compare_against_the_truth_directly():
+    """The library's numbers against a hand computation of the true rate (TrueResponse on the held-out rows)."""
+    torch.set_num_threads(1)
+    shop = SyntheticConfig(n_rows=20_000, n_actions=6, feature_driven=True, seed=1)
+    config = ResponseModelConfig(progress=False, seed=0, l2=1.0, epochs=3)
+    table = cold_start_errors(shop, (2,), config)
+    data, truth = generate_log(shop)
+    catalogue = Catalogue.from_frame(catalogue_frame(truth), id_column="action")
+    seen = data.subset(np.flatnonzero(data.action != 2))
+    log = LoggedData.from_frame(seen.frame.drop(columns=["action_index"]), schema=SCHEMA, catalogue=catalogue)
+    test = split_log(log).test
+    tx, seg, trecent, pos = truth.row_inputs(test)
+    true_rate = TrueResponse(truth).predict(np.hstack([tx, np.eye(truth.config.n_segments)[seg]]), trecent, pos)
+    assert table.loc[0, "true_rate"] == pytest.approx(true_rate["click"][:, 2].mean(), rel=1e-12)
+    assert table.loc[0, "relative_error"] == pytest.approx(
+        abs(table.loc[0, "predicted"] - table.loc[0, "true_rate"]) / table.loc[0, "true_rate"], rel=1e-12)
+    with pytest.raises(ValueError, match="held_out promotion 6"):
+        cold_start_errors(shop, (6,), config)
 
 
 def test_new_promotion_scored_from_features_within_20_percent_of_truth(errors):
@@ -92,3 +100,23 @@ def test_run_report_names_the_never_logged_promotions():
         else:
             assert "1 catalogue promotion(s) have no training rows ([2])" in note[1]
             assert ("model.id_dropout=0.5" in note[1]) == (dropout == 0.0)
+
+
+def test_report_section_writes_tables_plot_and_consistent_metrics(tmp_path):
+    import pandas as pd
+
+    from pushrl.experiments.cold_start_section import BAR, cold_start_section
+    from pushrl.experiments.outputs import RunFolder
+
+    torch.set_num_threads(1)
+    run = RunFolder(tmp_path)
+    out = cold_start_section(run, 0, lambda m: None, n_rows=20_000)
+    on = pd.read_csv(tmp_path / "cold_start_id_dropout_0.5.csv")
+    off = pd.read_csv(tmp_path / "cold_start_id_dropout_0.0.csv")
+    assert (tmp_path / "cold_start.png").stat().st_size > 0
+    assert out["cases"] == len(on) == 3 and out["within_bar"] == int((on["relative_error"] <= BAR).sum())
+    assert out["mean_relative_error"] == pytest.approx(on["relative_error"].mean())
+    assert out["mean_relative_error_without_dropout"] == pytest.approx(off["relative_error"].mean())
+    assert (on["true_rate"] == off["true_rate"]).all()  # the same shop and rows, two model settings
+    title, body = next((t, b) for t, b in run.sections if t.startswith("Cold start"))
+    assert f"{out['within_bar']} of 3 never-logged promotions" in body
