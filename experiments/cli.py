@@ -76,13 +76,16 @@ def serve_cli(argv: list[str]) -> int:
     parser.add_argument("--decision-log", default=None, help="folder for the decision log (JSON lines, rotated)")
     parser.add_argument("--no-admin", action="store_true", help="disable POST /v1/admin/reload")
     parser.add_argument("--shadow", default=None, help="candidate artifact served in shadow mode (needs --decision-log)")
+    parser.add_argument("--catalogue-file", default=None,
+                        help="JSON file keeping the served catalogue of a feature-based artifact: read at start, "
+                             "rewritten by POST /v1/admin/catalogue, applied to reloaded artifacts")
     args = parser.parse_args(argv)
     from pushrl.policies.artifact import ArtifactError
     from pushrl.policies.serving.http import serve
 
     try:
         serve(args.artifact, host=args.host, port=args.port, seed=args.seed, decision_log=args.decision_log,
-              enable_admin=not args.no_admin, shadow=args.shadow)
+              enable_admin=not args.no_admin, shadow=args.shadow, catalogue_file=args.catalogue_file)
     except ArtifactError as exc:
         print(f"pushrl serve: {exc}", file=sys.stderr)
         return 2

@@ -262,3 +262,28 @@ def test_http_catalogue_update(linucb_artifact, tmp_path: Path) -> None:
         assert bad.status_code == 422 and bad.json()["field"] == "catalogue[1].id"
         assert http.post("/v1/admin/catalogue", json={"ids": []}).status_code == 422
         assert http.get("/v1/policy").json()["action_ids"] == ["p1", "n7", "n8"]  # a refused update changes nothing
+
+
+def test_catalogue_file_keeps_the_served_catalogue_across_restarts_and_reloads(linucb_artifact, tmp_path: Path) -> None:
+    path, _ = linucb_artifact
+    kept = tmp_path / "catalogue.json"
+    with TestClient(create_app(path, seed=0, catalogue_file=kept), raise_server_exceptions=False) as http:
+        assert http.get("/v1/policy").json()["action_ids"] == IDS and not kept.exists()  # nothing kept yet
+        assert http.post("/v1/admin/catalogue", json={"catalogue": NEW}).status_code == 200
+        assert json.loads(kept.read_text()) == NEW
+        reloaded = http.post("/v1/admin/reload", json={"path": str(path)})
+        assert reloaded.status_code == 200, reloaded.text
+        assert http.get("/v1/policy").json()["action_ids"] == ["p1", "n7", "n8"]  # a new model, the kept catalogue
+    with TestClient(create_app(path, seed=0, catalogue_file=kept), raise_server_exceptions=False) as http:
+        policy = http.get("/v1/policy").json()  # a restart serves the kept catalogue
+        assert policy["action_ids"] == ["p1", "n7", "n8"] and policy["serving_catalogue"] == NEW
+    kept.write_text(json.dumps([NEW[0], NEW[0]]))
+    with pytest.raises(ArtifactError, match=r"catalogue.json.*catalogue\[1\].id: duplicate id 'p1'"):
+        create_app(path, seed=0, catalogue_file=kept)
+    kept.write_text("{not json")
+    with pytest.raises(ArtifactError, match="is not valid JSON"):
+        create_app(path, seed=0, catalogue_file=kept)
+    fixed = write_artifact(tmp_path / "fixed", linear_onnx(np.ones((4, ENCODER.n_features))),
+                           Manifest(policy_kind="linear", encoder=ENCODER, action_ids=tuple(IDS)))
+    with pytest.raises(ArtifactError, match="needs a feature-based artifact"):
+        create_app(fixed, seed=0, catalogue_file=tmp_path / "other.json")

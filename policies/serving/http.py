@@ -16,7 +16,10 @@ Contract:
     POST /v1/admin/retire {"ids": [...]}: retire promotions (see `PolicyRuntime.retire`).
     POST /v1/admin/catalogue {"catalogue": [{"id": ..., "features": {...}}, ...]}: feature-based
     artifacts only; the new action set is scored by the same model (no retraining) and swapped in
-    like a reload (see `PolicyRuntime.with_catalogue`).
+    like a reload (see `PolicyRuntime.with_catalogue`). With `catalogue_file`, the catalogue
+    served is kept in that JSON file: read at start (an update survives a restart), rewritten
+    atomically before each swap, and applied to every reloaded artifact (model deployments
+    and catalogue changes stay independent).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,6 +43,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from pushrl.envs.atomic import write_json
 from pushrl.policies.artifact import ArtifactError, BusinessRules
 from pushrl.policies.serving.decision_log import DecisionLog
 from pushrl.policies.serving.runtime import PolicyRuntime, RequestError
@@ -96,6 +101,7 @@ def create_app(
     durable_log: bool = False,
     enable_admin: bool = True,
     shadow: str | os.PathLike[str] | None = None,
+    catalogue_file: str | os.PathLike[str] | None = None,
 ) -> FastAPI:
     """The FastAPI app serving the artifact at `artifact_path`.
 
@@ -106,6 +112,8 @@ def create_app(
     seed: one SeedSequence; each loaded runtime (first and every reload) gets a child.
     shadow: a candidate artifact served in shadow mode beside the live one (see `PolicyRuntime.attach_shadow`);
         needs a decision log, where its probabilities are written.
+    catalogue_file: where the serving catalogue of a feature-based artifact is kept (see the module
+        docstring); a file that exists at start must hold a valid catalogue for the artifact.
     """
     seeds = np.random.SeedSequence(seed)
     owns_log = decision_log is not None and not isinstance(decision_log, DecisionLog)
@@ -116,6 +124,9 @@ def create_app(
             if log is None:
                 raise ArtifactError("shadow mode writes the candidate's probabilities to the decision log: give one")
             first.attach_shadow(PolicyRuntime.load(shadow, seed=0))
+        kept = read_catalogue_file(catalogue_file, first) if catalogue_file is not None else None
+        if kept is not None:
+            first = first.with_catalogue(kept, seeds.spawn(1)[0])
     except BaseException:
         if owns_log and log is not None:
             log.close()
@@ -200,6 +211,12 @@ def create_app(
                 raise HTTPError(422, "path", str(exc)) from exc
             old = app.state.runtime.policy_version
             new.attach_shadow(app.state.runtime.shadow)
+            if catalogue_file is not None and app.state.runtime.catalogue is not None:
+                try:  # the catalogue is managed apart from the model: the new artifact serves the kept one
+                    new = new.with_catalogue(app.state.runtime.catalogue)
+                except RequestError as exc:
+                    raise HTTPError(422, "path", f"the new artifact cannot serve the kept catalogue "
+                                                 f"({catalogue_file}): {exc}") from exc
             new.retire([app.state.runtime.action_ids[j] for j in app.state.runtime.retired])
             app.state.runtime = new
             logger.info("policy swapped: %s -> %s", old, new.policy_version)
@@ -225,6 +242,8 @@ def create_app(
                 child = seeds.spawn(1)[0]
             old: PolicyRuntime = app.state.runtime
             new = await run_in_threadpool(old.with_catalogue, body["catalogue"], child)
+            if catalogue_file is not None:
+                write_json(Path(catalogue_file), new.catalogue)  # durable before it is served
             app.state.runtime = new
             logger.info("catalogue updated: %s -> %s (%d actions)", old.policy_version, new.policy_version,
                         new.n_actions)
@@ -232,6 +251,25 @@ def create_app(
                     "action_ids": new.action_ids}
 
     return app
+
+
+def read_catalogue_file(path: str | os.PathLike[str], runtime: PolicyRuntime) -> list[dict[str, Any]] | None:
+    """The catalogue kept at `path` (None if the file does not exist yet); refused for fixed-set artifacts."""
+    if not runtime.manifest.feature_based:
+        raise ArtifactError(f"a catalogue file ({path}) needs a feature-based artifact; "
+                            f"{runtime.manifest.policy_kind} scores a fixed action set")
+    file = Path(path)
+    if not file.exists():
+        return None
+    try:
+        kept = json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"catalogue file {str(file)!r} is not valid JSON: {exc}") from exc
+    try:
+        runtime.with_catalogue(kept, 0)  # validate now, naming the bad entry
+    except RequestError as exc:
+        raise ArtifactError(f"catalogue file {str(file)!r}: {exc}") from exc
+    return kept
 
 
 def serve(artifact: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 8000, *,
