@@ -188,6 +188,18 @@ class ContextPreprocessor:
         return out
 
 
+def _check_object(obj: Any, where: str, allowed: tuple[str, ...], required: tuple[str, ...] = ()) -> None:
+    """`obj` is a mapping with no key outside `allowed` and every key of `required`; errors name `where.key`."""
+    if not isinstance(obj, Mapping):
+        raise RequestError(where, f"must be an object with fields {list(allowed)}, got {type(obj).__name__}")
+    for key in obj:
+        if key not in allowed:
+            raise RequestError(f"{where}.{key}", f"unknown field; allowed: {list(allowed)}")
+    for key in required:
+        if key not in obj:
+            raise RequestError(f"{where}.{key}", "missing field")
+
+
 def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
@@ -373,14 +385,7 @@ class PolicyRuntime:
         first: dict[tuple[type, ActionId], int] = {}
         for i, item in enumerate(promotions):
             where = f"catalogue[{i}]"
-            if not isinstance(item, Mapping):
-                raise RequestError(where, f"must be an object with fields {list(CATALOGUE_KEYS)}, got {type(item).__name__}")
-            for key in CATALOGUE_KEYS:
-                if key not in item:
-                    raise RequestError(f"{where}.{key}", "missing field")
-            extra = sorted(str(k) for k in item if k not in CATALOGUE_KEYS)
-            if extra:
-                raise RequestError(f"{where}.{extra[0]}", f"unknown field; allowed: {list(CATALOGUE_KEYS)}")
+            _check_object(item, where, CATALOGUE_KEYS, required=CATALOGUE_KEYS)
             a = item["id"]
             if type(a) is not str and type(a) is not int:
                 raise RequestError(f"{where}.id", f"must be a string or integer, got {a!r}")
@@ -521,11 +526,7 @@ class PolicyRuntime:
         slate, cap = self.manifest.slate_size, self.rules.frequency_cap
         for i, r in enumerate(requests):
             where = f"requests[{i}]"
-            if not isinstance(r, Mapping):
-                raise RequestError(where, f"must be an object, got {type(r).__name__}")
-            for key in r:
-                if key not in REQUEST_KEYS:
-                    raise RequestError(f"{where}.{key}", f"unknown field; allowed: {list(REQUEST_KEYS)}")
+            _check_object(r, where, REQUEST_KEYS)
             rid = r.get("request_id")
             if type(rid) is not str or not rid:
                 raise RequestError(f"{where}.request_id", f"must be a non-empty string, got {rid!r}")
