@@ -84,6 +84,17 @@ class ModelConfig:
 
 
 @dataclass
+class PropensityModelConfig:
+    """data.propensity=estimate: how (see pushrl.envs.propensity.PropensityConfig); seed = the run's seed."""
+
+    n_folds: int = 5
+    l2: float = 1.0
+    calibration: str = "temperature"  # temperature | none
+    clip: float = 0.0  # raise the logged action's estimate to at least this (0: off)
+    trim: float = 0.0  # drop rows whose estimate is below this (0: off)
+
+
+@dataclass
 class TrainConfig:
     """How agents learn: offline on the training log, then online in the simulator."""
 
@@ -156,6 +167,7 @@ class PushrlConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
     objective: ObjectiveConfig = MISSING
     model: ModelConfig = field(default_factory=ModelConfig)
+    propensity_model: PropensityModelConfig = field(default_factory=PropensityModelConfig)
     agents: dict[str, Any] = field(default_factory=dict)  # agent name -> hyperparameters
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

@@ -15,6 +15,7 @@ GROUPS = {
     "objective": schema.ObjectiveConfig,
     "policy": schema.PolicyConfig,
     "model": schema.ModelConfig,
+    "propensity_model": schema.PropensityModelConfig,
     "train": schema.TrainConfig,
     "split": schema.SplitConfig,
     "eval": schema.EvalConfig,

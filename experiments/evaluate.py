@@ -154,8 +154,9 @@ def evaluate_command(cfg: DictConfig, data: LoggedData, run: RunFolder, objectiv
         doc["notes"] = list(ev.notes)
     path = write_json(run.path("evaluation.json"), doc)
     weights = dist[np.arange(len(rows)), sub.action, sub.position] / sub.pscore
-    plots.weight_histogram(weights, ev.diagnostics, run.path("weights.png"), f"importance weights of {name}")
-    rows_md = ["| estimator | value | 95% CI | lift vs logging |", "|---|---|---|---|"]
+    source = " (estimated propensities)" if estimated else ""
+    plots.weight_histogram(weights, ev.diagnostics, run.path("weights.png"), f"importance weights of {name}{source}")
+    rows_md = [f"| estimator{source} | value | 95% CI | lift vs logging |", "|---|---|---|---|"]
     for k, i in ev.estimates.items():
         rows_md.append(f"| {k} | {i.value:.6g} | [{i.ci_low:.6g}, {i.ci_high:.6g}] | {ev.lift(k):+.1%} |")
     d = ev.diagnostics

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from pushrl.envs.atomic import write_json, write_text
@@ -23,10 +23,16 @@ def _run_folder() -> RunFolder:
 
 def stage_estimate_propensities(data, cfg: DictConfig, run: RunFolder):
     """data.propensity=estimate: replace the log's propensities by cross-fitted calibrated estimates, and say so."""
-    from pushrl.envs.propensity import estimate_propensities, write_reliability_png
+    from pushrl.envs.propensity import (
+        PropensityConfig,
+        estimate_propensities,
+        write_reliability_png,
+    )
 
-    console.print("  estimating propensities (cross-fitted multinomial logit, temperature-calibrated) ...")
-    est = estimate_propensities(data, replace_logged=True)
+    pcfg = PropensityConfig(**OmegaConf.to_container(cfg.propensity_model, resolve=True), seed=int(cfg.seed))
+    console.print(f"  estimating propensities (cross-fitted multinomial logit, {pcfg.n_folds} folds, "
+                  f"calibration: {pcfg.calibration}) ...")
+    est = estimate_propensities(data, pcfg, replace_logged=True)
     write_json(run.path(cfg.data.name, "propensity_estimate.json"), est.to_dict(), default=str)
     write_reliability_png(est.reliability, run.path(cfg.data.name, "propensity_reliability.png"))
     md = [f"**Propensities estimated**, not logged: {est.note}. Expected calibration error {est.ece:.4g}; "

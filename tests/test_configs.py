@@ -66,3 +66,15 @@ def test_model_config_mirrors_the_response_model_config():
     for f in dataclasses.fields(ModelConfig):
         assert f.name in real, f"model.{f.name} is not a ResponseModelConfig field"
         assert f.default == real[f.name], f"model.{f.name} default {f.default!r} != {real[f.name]!r}"
+
+
+def test_propensity_model_config_mirrors_the_propensity_config():
+    import dataclasses
+
+    from pushrl.envs.propensity import PropensityConfig
+    from pushrl.experiments.config import PropensityModelConfig
+
+    real = {f.name: f.default for f in dataclasses.fields(PropensityConfig)}
+    for f in dataclasses.fields(PropensityModelConfig):
+        assert f.name in real, f"propensity_model.{f.name} is not a PropensityConfig field"
+        assert f.default == real[f.name], f"propensity_model.{f.name} default {f.default!r} != {real[f.name]!r}"

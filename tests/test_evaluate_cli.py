@@ -148,6 +148,21 @@ def test_estimated_propensities_are_stated_and_close_to_logged(tmp_path):
     assert r["ci_low"] <= e["value"] <= r["ci_high"]  # the randomised design is recovered
 
 
+def test_propensity_clipping_and_trimming_are_options_and_reported(tmp_path):
+    out = _pushrl("evaluate", "data=hillstrom", "data.propensity=estimate", "propensity_model.clip=0.34",
+                  "propensity_model.n_folds=3", "policy=uniform", "eval.split=all", "eval.recommended=ips",
+                  f"hydra.run.dir={tmp_path / 'run'}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    doc = json.loads((tmp_path / "run" / "evaluation.json").read_text())
+    est = json.loads((tmp_path / "run" / "hillstrom" / "propensity_estimate.json").read_text())
+    assert est["n_clipped"] > 0 and any("clipped at 0.34" in n for n in doc["notes"])
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "| estimator (estimated propensities) |" in report
+    bad = _pushrl("evaluate", "data=hillstrom", "data.propensity=estimate", "propensity_model.trim=1.5",
+                  "policy=uniform", f"hydra.run.dir={tmp_path / 'bad'}")
+    assert bad.returncode != 0 and "PropensityConfig.trim must be in [0, 1)" in bad.stderr
+
+
 def test_deterministic_log_is_refused_for_ips_but_reports_dm_and_simulator(tmp_path):
     from pushrl.envs.loaders import save_log
     from pushrl.envs.synthetic import SyntheticConfig, catalogue_frame, generate_log
