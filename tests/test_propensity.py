@@ -23,6 +23,7 @@ from pushrl.envs.propensity import (
     write_reliability_png,
 )
 from pushrl.envs.synthetic import SCHEMA, SyntheticConfig, generate_log
+from pushrl.policies.ope import ESTIMATORS, cross_fit_mean_rewards
 
 
 def _drop_propensity(data: LoggedData) -> LoggedData:
@@ -39,7 +40,7 @@ def _candidate(truth, data) -> np.ndarray:
 
 
 @pytest.mark.parametrize(("logging", "seed"), [("uniform", 5), ("softmax", 5), ("softmax", 6)])
-def test_ips_with_estimated_propensities_lands_in_the_true_ci(logging, seed):
+def test_ips_and_dr_with_estimated_propensities_land_in_the_true_ci(logging, seed):
     data, truth = generate_log(SyntheticConfig(n_rows=10_000, n_users=2_000, logging=logging, seed=seed))
     pi = _candidate(truth, data)
     est = estimate_propensities(_drop_propensity(data), PropensityConfig(seed=seed))
@@ -49,6 +50,13 @@ def test_ips_with_estimated_propensities_lands_in_the_true_ci(logging, seed):
     half = 1.96 * terms_true.std(ddof=1) / np.sqrt(len(r))
     ips_est = (pi[rows, a] / est.data.pscore * r).mean()
     assert abs(ips_est - ips_true) <= half, (ips_true, half, ips_est)
+    # DR too: the estimated-propensity point estimate lies in the true-propensity bootstrap CI
+    q_hat = cross_fit_mean_rewards(r, a, None, data.n_actions, 1, n_folds=5, seed=seed)
+    dr = ESTIMATORS["dr"]()
+    common = {"action_dist": pi[:, :, None], "reward": r, "action": a, "estimated_rewards_by_reg_model": q_hat}
+    dr_true = dr.estimate_interval(**common, pscore=data.pscore, n_bootstrap=300, seed=seed)
+    dr_est = dr.estimate_policy_value(**common, pscore=est.data.pscore)
+    assert dr_true.ci_low <= dr_est <= dr_true.ci_high, (dr_true, dr_est)
     # and the estimate is a real one: close to the truth, not a copy of it
     true_probs = truth.logging_probabilities(*truth.row_inputs(data))
     assert np.abs(est.probabilities - true_probs).mean() < 0.01
