@@ -27,7 +27,12 @@ from pushrl.policies.artifact import (
     load_artifact,
     write_artifact,
 )
-from pushrl.policies.serving.decision_log import DecisionLog, join_rewards, read_decision_log
+from pushrl.policies.serving.decision_log import (
+    DecisionLog,
+    join_rewards,
+    logged_action_ids,
+    read_decision_log,
+)
 from pushrl.policies.serving.http import create_app
 from pushrl.policies.serving.runtime import PolicyRuntime, RequestError
 
@@ -118,8 +123,12 @@ def test_decisions_after_an_update_are_logged_and_read_back_for_ope(linucb_artif
     manifest = load_artifact(path).manifest
     with pytest.raises(LoggedDataError, match="not in the catalogue"):
         join_rewards(frame, events, manifest=manifest)  # the manifest's ids alone do not cover the new ones
-    data = join_rewards(frame, events, manifest=manifest, action_ids=IDS + ["n7", "n8"])
-    assert data.n_rounds == 51 and set(data.action_ids.tolist()) == set(IDS + ["n7", "n8"])
+    ids = logged_action_ids(tmp_path / "log", manifest)  # the manifest's, then the recorded update's new ones
+    assert ids == IDS + ["n7", "n8"]
+    recorded = json.loads((tmp_path / "log" / "catalogues" / f"{updated.policy_version}.json").read_text())
+    assert recorded == NEW
+    data = join_rewards(frame, events, manifest=manifest, action_ids=ids)
+    assert data.n_rounds == 51 and data.action_ids.tolist() == ids
 
 
 def test_retired_promotions_carry_over(linucb_artifact) -> None:

@@ -13,6 +13,11 @@ that arrive together share one fsync: group commit). A crash can only tear
 the last line of the last file; reading skips such a line and reports the
 count, and reopening the log starts a fresh file rather than append to it.
 One writing process per folder (each server gets its own folder).
+
+Catalogue updates (feature-based artifacts) are recorded beside the records:
+`catalogues/<policy_version>.json` holds the action set that version served
+(written atomically, once), so `logged_action_ids` can give `join_rewards`
+every id the log may hold.
 """
 
 from __future__ import annotations
@@ -31,12 +36,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pushrl.envs.atomic import write_json
 from pushrl.envs.catalogue import Catalogue
 from pushrl.envs.logged_data import LoggedData
 from pushrl.envs.schema import LogSchema
 
 logger = logging.getLogger(__name__)
 FILE_PATTERN = re.compile(r"^decisions-(\d{6})\.jsonl$")
+CATALOGUE_DIR = "catalogues"  # recorded catalogue updates, one file per policy_version
 RECORD_KEYS = ("request_id", "timestamp", "policy_version", "context", "actions", "propensities")
 EVENT_KEYS = ("request_id", "action")
 
@@ -106,6 +113,13 @@ class DecisionLog:
         self._queue.put((data, ticket))
         return ticket
 
+    def record_catalogue(self, policy_version: str, catalogue: Sequence[Mapping[str, Any]]) -> Path:
+        """Keep the action set served under `policy_version` (a catalogue update) beside the log; idempotent."""
+        path = self.folder / CATALOGUE_DIR / f"{policy_version}.json"
+        if not path.exists():
+            write_json(path, [dict(item) for item in catalogue])
+        return path
+
     def flush(self) -> None:
         """Wait until everything appended so far is on disk."""
         self.append([]).wait()
@@ -167,6 +181,25 @@ class DecisionLog:
             if self.max_files is not None:
                 for old in log_files(self.folder)[: -self.max_files]:
                     old.unlink(missing_ok=True)
+
+
+def logged_action_ids(folder: str | os.PathLike[str], manifest: Any) -> list[Any]:
+    """Every action id the log at `folder` may hold: the manifest's, then those added by recorded catalogue
+    updates (oldest first), each once; pass it to `join_rewards(..., action_ids=...)`."""
+    ids = list(manifest.action_ids)
+    known = {(type(a), a) for a in ids}
+    recorded = sorted((Path(folder) / CATALOGUE_DIR).glob("*.json"), key=lambda p: p.stat().st_mtime_ns)
+    for path in recorded:
+        try:
+            items = json.loads(path.read_text(encoding="utf-8"))
+            new = [item["id"] for item in items]
+        except (json.JSONDecodeError, UnicodeDecodeError, TypeError, KeyError) as exc:
+            raise ValueError(f"{path} is not a recorded catalogue (a list of {{'id', 'features'}}): {exc}") from exc
+        for a in new:
+            if (type(a), a) not in known:
+                known.add((type(a), a))
+                ids.append(a)
+    return ids
 
 
 def log_files(folder: str | os.PathLike[str]) -> list[Path]:

@@ -371,6 +371,8 @@ class PolicyRuntime:
             new.attach_shadow(self.shadow.with_catalogue(promotions))
         still = {str(a) for a in new.action_ids}
         new.retire([self.action_ids[j] for j in self.retired if str(self.action_ids[j]) in still])
+        if self.decision_log is not None:  # so the log can be read back with every id it holds
+            self.decision_log.record_catalogue(new.policy_version, new.catalogue)
         return new
 
     def _parse_catalogue(self, promotions: Any) -> tuple[list[ActionId], np.ndarray, list[dict[str, Any]]]:
