@@ -46,3 +46,18 @@ def cold_start_errors(shop: SyntheticConfig, held_out: Sequence[int], config: Re
                      "relative_error": abs(predicted - true_rate) / true_rate, "average_known": average,
                      "average_relative_error": abs(average - true_rate) / true_rate})
     return pd.DataFrame(rows)
+
+
+def known_promotion_log_loss(shop: SyntheticConfig, config: ResponseModelConfig,
+                             dropouts: Sequence[float] = (0.0, 0.5)) -> dict[float, float]:
+    """Held-out click log loss of the model at each id-dropout rate on a log where every promotion is known:
+    the price of training the content path (largest when features do not explain the promotions)."""
+    data, _ = generate_log(shop)
+    split = split_log(data)
+    y = split.test.reward("click")
+    out = {}
+    for d in dropouts:
+        model = ResponseModel.fit(split.train, split.validation, replace(config, progress=False, id_dropout=d))
+        p = np.clip(model.predict_log(split.test)["click"], 1e-12, 1 - 1e-12)
+        out[float(d)] = float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+    return out

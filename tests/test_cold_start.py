@@ -120,3 +120,21 @@ def test_report_section_writes_tables_plot_and_consistent_metrics(tmp_path):
     assert (on["true_rate"] == off["true_rate"]).all()  # the same shop and rows, two model settings
     title, body = next((t, b) for t, b in run.sections if t.startswith("Cold start"))
     assert f"{out['within_bar']} of 3 never-logged promotions" in body
+    assert out["known_log_loss_with_dropout"] > 0 and f"{out['known_log_loss_with_dropout']:.5f}" in body
+
+
+def test_known_promotion_log_loss_is_the_held_out_log_loss():
+    """Against a hand computation: the same fit, the held-out rows' binary cross-entropy."""
+    from dataclasses import replace
+
+    from pushrl.envs.cold_start import known_promotion_log_loss
+
+    torch.set_num_threads(1)
+    shop, config = SyntheticConfig(n_rows=6000, n_actions=4, seed=2), ResponseModelConfig(progress=False, epochs=2)
+    out = known_promotion_log_loss(shop, config, (0.0, 0.5))
+    data, _ = generate_log(shop)
+    split = split_log(data)
+    y = split.test.reward("click")
+    for d in (0.0, 0.5):
+        p = ResponseModel.fit(split.train, split.validation, replace(config, id_dropout=d)).predict_log(split.test)["click"]
+        assert out[d] == pytest.approx(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)), rel=1e-9)

@@ -124,9 +124,8 @@ def create_app(
             if log is None:
                 raise ArtifactError("shadow mode writes the candidate's probabilities to the decision log: give one")
             first.attach_shadow(PolicyRuntime.load(shadow, seed=0))
-        kept = read_catalogue_file(catalogue_file, first) if catalogue_file is not None else None
-        if kept is not None:
-            first = first.with_catalogue(kept, seeds.spawn(1)[0])
+        if catalogue_file is not None:
+            first = apply_catalogue_file(catalogue_file, first, seeds.spawn(1)[0])
     except BaseException:
         if owns_log and log is not None:
             log.close()
@@ -253,23 +252,26 @@ def create_app(
     return app
 
 
-def read_catalogue_file(path: str | os.PathLike[str], runtime: PolicyRuntime) -> list[dict[str, Any]] | None:
-    """The catalogue kept at `path` (None if the file does not exist yet); refused for fixed-set artifacts."""
+def apply_catalogue_file(path: str | os.PathLike[str], runtime: PolicyRuntime,
+                         seed: np.random.SeedSequence) -> PolicyRuntime:
+    """`runtime` serving the catalogue kept at `path` (unchanged while the file does not exist yet).
+
+    Refused (ArtifactError naming the file and entry): a fixed-set artifact, a file that is not JSON,
+    a catalogue the artifact cannot serve."""
     if not runtime.manifest.feature_based:
         raise ArtifactError(f"a catalogue file ({path}) needs a feature-based artifact; "
                             f"{runtime.manifest.policy_kind} scores a fixed action set")
     file = Path(path)
     if not file.exists():
-        return None
+        return runtime
     try:
         kept = json.loads(file.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ArtifactError(f"catalogue file {str(file)!r} is not valid JSON: {exc}") from exc
     try:
-        runtime.with_catalogue(kept, 0)  # validate now, naming the bad entry
+        return runtime.with_catalogue(kept, seed)
     except RequestError as exc:
         raise ArtifactError(f"catalogue file {str(file)!r}: {exc}") from exc
-    return kept
 
 
 def serve(artifact: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 8000, *,
