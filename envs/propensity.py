@@ -42,6 +42,7 @@ from pushrl.envs.atomic import write_with
 from pushrl.envs.errors import LoggedDataError
 from pushrl.envs.features import ContextEncoder
 from pushrl.envs.logged_data import LoggedData
+from pushrl.envs.probabilities import softmax
 
 CALIBRATIONS = ("temperature", "none")
 BINNINGS = ("quantile", "uniform")
@@ -112,14 +113,6 @@ class MultinomialLogit:
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """(n, A) probabilities, rows sum to 1."""
         return softmax(self.logits(x))
-
-
-def softmax(z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """Row-wise softmax of (n, A) logits (in place when out is z)."""
-    out = np.subtract(z, z.max(axis=1, keepdims=True), out=out)
-    np.exp(out, out=out)
-    out /= out.sum(axis=1, keepdims=True)
-    return out
 
 
 def _chunk_rows(n_classes: int) -> int:

@@ -21,6 +21,7 @@ import pandas as pd
 
 from pushrl.envs.catalogue import Catalogue
 from pushrl.envs.logged_data import LoggedData
+from pushrl.envs.probabilities import softmax
 from pushrl.envs.schema import LogSchema
 
 LOGGING_POLICIES = ("uniform", "softmax", "epsilon_greedy", "deterministic")
@@ -149,9 +150,7 @@ class SyntheticTruth:
             return np.full((n, a), 1.0 / a)
         logits = self.click_logits(x, segment, recent, position)
         if c.logging == "softmax":
-            z = logits / c.logging_temperature
-            z = np.exp(z - z.max(axis=1, keepdims=True))
-            return z / z.sum(axis=1, keepdims=True)
+            return softmax(logits / c.logging_temperature)
         greedy = np.zeros((n, a))
         greedy[np.arange(n), logits.argmax(axis=1)] = 1.0
         if c.logging == "deterministic":

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from pushrl.envs.probabilities import softmax
 from pushrl.envs.synthetic import SyntheticConfig, generate_log
 from pushrl.policies.evaluation import EstimatorSettings
 from pushrl.policies.ope import OPEInputs, cross_fit_mean_rewards, select_estimator
@@ -34,8 +35,7 @@ def selection_study(n_rounds: int, n_actions: int, n_positions: int, settings: E
                                                        seed=seed * 100_003 + s))
             q = truth.expected_rewards_for(data)
             z = q[:, :, 0] / (temperature * max(float(q.std()), 1e-9))
-            pi = np.exp(z - z.max(axis=1, keepdims=True))
-            pi /= pi.sum(axis=1, keepdims=True)
+            pi = softmax(z)
             dist = to_action_dist(pi, n_positions)
             q_hat = cross_fit_mean_rewards(data.reward(), data.action, data.position, n_actions, n_positions,
                                            n_folds=5, seed=s)

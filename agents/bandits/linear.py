@@ -26,6 +26,7 @@ import numpy as np
 
 from pushrl.agents.bandits.base import BanditAgent, check_int, check_positive
 from pushrl.agents.bandits.ridge import RidgeStats
+from pushrl.envs.probabilities import softmax
 from pushrl.policies.baselines import greedy_probabilities
 from pushrl.policies.policy import check_contexts, sample_actions
 
@@ -215,9 +216,7 @@ class Softmax(LinearBandit):
         super().__init__(n_actions, n_features, ridge=ridge, seed=seed)
 
     def _block_probabilities(self, contexts: np.ndarray) -> np.ndarray:
-        logits = self._mean(contexts) / self.temperature
-        e = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return e / e.sum(axis=1, keepdims=True)
+        return softmax(self._mean(contexts) / self.temperature)
 
 
 class LinUCB(LinearBandit):

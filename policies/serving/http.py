@@ -91,6 +91,14 @@ async def _json_body(request: Request, limit: int = MAX_BODY_BYTES) -> Any:
         raise HTTPError(400, "body", f"malformed JSON: {exc}") from exc
 
 
+async def _admin_field(request: Request, key: str, kind: type, example: str) -> Any:
+    """The one field of an admin request's body ({key: <kind>}); 422 naming it otherwise."""
+    body = await _json_body(request)
+    if not isinstance(body, dict) or set(body) != {key} or not isinstance(body[key], kind):
+        raise HTTPError(422, key, f"the body must be {example}")
+    return body[key]
+
+
 def create_app(
     artifact_path: str | os.PathLike[str],
     *,
@@ -198,13 +206,11 @@ def create_app(
     if enable_admin:
         @app.post("/v1/admin/reload")
         async def reload(request: Request) -> dict[str, Any]:
-            body = await _json_body(request)
-            if not isinstance(body, dict) or set(body) != {"path"} or not isinstance(body["path"], str):
-                raise HTTPError(422, "path", "the body must be {\"path\": \"<artifact folder>\"}")
+            path = await _admin_field(request, "path", str, '{"path": "<artifact folder>"}')
             with reload_lock:
                 child = seeds.spawn(1)[0]
             try:
-                new = await run_in_threadpool(PolicyRuntime.load, body["path"], seed=child, rules=rules,
+                new = await run_in_threadpool(PolicyRuntime.load, path, seed=child, rules=rules,
                                               decision_log=log)
             except ArtifactError as exc:
                 raise HTTPError(422, "path", str(exc)) from exc
@@ -221,26 +227,21 @@ def create_app(
             logger.info("policy swapped: %s -> %s", old, new.policy_version)
             return {"policy_version": new.policy_version, "previous_version": old}
 
-    if enable_admin:
         @app.post("/v1/admin/retire")
         async def retire(request: Request) -> dict[str, Any]:
-            body = await _json_body(request)
-            if not isinstance(body, dict) or set(body) != {"ids"} or not isinstance(body["ids"], list):
-                raise HTTPError(422, "ids", "the body must be {\"ids\": [<action id>, ...]}")
+            ids = await _admin_field(request, "ids", list, '{"ids": [<action id>, ...]}')
             runtime: PolicyRuntime = app.state.runtime
-            runtime.retire(body["ids"])
+            runtime.retire(ids)
             return {"retired": [runtime.action_ids[j] for j in runtime.retired]}
 
         @app.post("/v1/admin/catalogue")
         async def catalogue(request: Request) -> dict[str, Any]:
-            body = await _json_body(request)
-            if not isinstance(body, dict) or set(body) != {"catalogue"} or not isinstance(body["catalogue"], list):
-                raise HTTPError(422, "catalogue", "the body must be {\"catalogue\": [{\"id\": ..., \"features\": "
-                                                  "{...}}, ...]}")
+            promotions = await _admin_field(request, "catalogue", list,
+                                             '{"catalogue": [{"id": ..., "features": {...}}, ...]}')
             with reload_lock:
                 child = seeds.spawn(1)[0]
             old: PolicyRuntime = app.state.runtime
-            new = await run_in_threadpool(old.with_catalogue, body["catalogue"], child)
+            new = await run_in_threadpool(old.with_catalogue, promotions, child)
             if catalogue_file is not None:
                 write_json(Path(catalogue_file), new.catalogue)  # durable before it is served
             app.state.runtime = new
