@@ -44,19 +44,19 @@ class ResponseBandit:
 
     def __init__(self, pool: np.ndarray, expected: Callable[[np.ndarray], np.ndarray]) -> None:
         self.pool, self.expected = pool, expected
-        self._rows: np.ndarray | None = None
+        self._q: np.ndarray | None = None  # expected objective of the users just drawn, computed once
 
     def expected_rewards(self, contexts: np.ndarray) -> np.ndarray:
         """(n, A) expected objective of the users just drawn (for regret)."""
-        return self.expected(self._rows)
+        return self._q
 
     def draw_contexts(self, n: int, rng: np.random.Generator) -> np.ndarray:
         rows = rng.integers(0, len(self.pool), size=n)
-        self._rows = rows
+        self._q = self.expected(rows)
         return self.pool[rows]
 
     def reward_fn(self, contexts: np.ndarray, actions: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        q = self.expected(self._rows)[np.arange(len(actions)), actions]
+        q = self._q[np.arange(len(actions)), actions]
         return (rng.random(len(actions)) < q).astype(np.float64) if np.all((q >= 0) & (q <= 1)) else q
 
 

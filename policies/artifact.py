@@ -142,10 +142,11 @@ class CatalogueSpec:
     def from_frame(cls, encoder: ContextEncoder, frame: Any) -> CatalogueSpec:
         """From a table with one row per action (in action order) holding the encoder's fields."""
         rows = frame[encoder.input_fields].to_dict(orient="records")
-        return cls(encoder, tuple({k: _plain(v) for k, v in r.items()} for r in rows))
+        return cls(encoder, tuple({k: plain_value(v) for k, v in r.items()} for r in rows))
 
 
-def _plain(value: Any) -> Any:
+def plain_value(value: Any) -> Any:
+    """A numpy scalar as the plain Python value (JSON-able); anything else unchanged."""
     return value.item() if isinstance(value, np.generic) else value
 
 
@@ -396,13 +397,15 @@ def load_artifact(folder: str | os.PathLike[str], *, threads: int = 1) -> Artifa
     manifest = Manifest.from_dict(raw)
     if MODEL_FILE not in manifest.files:
         raise ArtifactError(f"{MANIFEST_FILE} lists no checksum for {MODEL_FILE}")
+    contents = {}
     for name, digest in manifest.files.items():
         path = root / name
         if not path.is_file():
             raise ArtifactError(f"artifact {str(root)!r} is missing {name} (listed in {MANIFEST_FILE})")
-        if sha256_bytes(path.read_bytes()) != digest:
+        contents[name] = path.read_bytes()  # read once: checked, then loaded
+        if sha256_bytes(contents[name]) != digest:
             raise ArtifactError(f"{name} does not match its SHA-256 in {MANIFEST_FILE}: the file was edited or is corrupt")
-    session = _session((root / MODEL_FILE).read_bytes(), threads)
+    session = _session(contents[MODEL_FILE], threads)
     _check_widths(session, manifest)
     return Artifact(root, manifest, actual, session)
 

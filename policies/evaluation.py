@@ -18,13 +18,13 @@ from pushrl.policies.ope import (
     BaseEstimator,
     Interval,
     OPEInputs,
+    RowTerms,
     SupportDiagnostics,
     estimate_intervals,
     support_diagnostics,
 )
 
-ESTIMATOR_KEYS = ("dm", "ips", "snips", "dr", "sndr", "switch-dr", "dr-os")
-IPS_FAMILY = ("ips", "snips", "dr", "sndr", "switch-dr", "dr-os")
+ESTIMATOR_KEYS = tuple(ESTIMATORS)  # the order of evaluation.json's "estimates"
 
 
 @dataclass(frozen=True)
@@ -106,17 +106,14 @@ class PolicyEvaluation:
         return rows
 
 
-def logging_value(reward: np.ndarray, n_bootstrap: int, alpha: float, seed: int) -> Interval:
-    """On-policy value of the logging policy: mean reward with a seeded bootstrap percentile CI."""
-    rng = np.random.default_rng(seed)
-    n = len(reward)
-    boot = np.empty(n_bootstrap)
-    for b in range(0, n_bootstrap, 50):  # blocks of resamples: bounded (50, n) memory
-        m = min(50, n_bootstrap - b)
-        idx = rng.integers(0, n, size=(m, n))
-        boot[b : b + m] = reward[idx].mean(axis=1)
-    lo, hi = np.percentile(boot, [100 * alpha / 2, 100 * (1 - alpha / 2)])
-    return Interval(float(reward.mean()), float(lo), float(hi))
+class OnPolicyMean:
+    """The logging policy's on-policy value, the mean logged reward, as one more column of the shared bootstrap."""
+
+    def row_terms(self, inputs: OPEInputs) -> RowTerms:
+        return RowTerms(mean_term=inputs.reward)
+
+
+LOGGING = "__logging__"  # its key among the estimators resampled together
 
 
 def evaluate_policy(
@@ -153,7 +150,9 @@ def evaluate_policy(
     if recommended not in estimators:
         raise ValueError(f"recommended estimator {recommended!r} is not one of {sorted(estimators)}")
     inputs = OPEInputs(action_dist, reward, action, pscore, position, estimated_rewards, action_dist.shape[1])
-    estimates = estimate_intervals(estimators, inputs, n_bootstrap=n_bootstrap, alpha=alpha, seed=seed)
+    estimates = estimate_intervals({**estimators, LOGGING: OnPolicyMean()}, inputs, n_bootstrap=n_bootstrap,
+                                   alpha=alpha, seed=seed)  # one pass: every estimator and the logging value
+    logging = estimates.pop(LOGGING)
     diag = support_diagnostics(action_dist=action_dist, action=action, pscore=pscore, position=position, tau=tau)
     # cold start: promotions with no logged row here cannot be valued by the IPS family
     logged_rows = np.bincount(np.asarray(action), minlength=action_dist.shape[1])
@@ -168,7 +167,7 @@ def evaluate_policy(
         data=data,
         split=split,
         n_rounds=len(reward),
-        logging=logging_value(reward, n_bootstrap, alpha, seed),
+        logging=logging,
         estimates=estimates,
         diagnostics=diag,
         recommended=recommended,

@@ -48,14 +48,23 @@ def check_contexts(contexts: np.ndarray, n_features: int | None, name: str = "co
     return arr
 
 
+def sample_rows(p: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One action per row by inverse CDF; never returns a zero-probability action of a row with mass."""
+    cdf = np.cumsum(p, axis=1)
+    u = rng.random(p.shape[0]) * cdf[:, -1]
+    a = np.minimum((cdf <= u[:, None]).sum(axis=1), p.shape[1] - 1)
+    rows = np.arange(p.shape[0])
+    stray = p[rows, a] <= 0
+    if stray.any():  # u * total rounded onto the last step: take the last positive action
+        a[stray] = p.shape[1] - 1 - np.argmax(p[stray, ::-1] > 0, axis=1)
+    return a
+
+
 def sample_actions(
     probabilities: np.ndarray, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Inverse-CDF sampling of one action per row; returns (actions, propensities)."""
-    cdf = np.cumsum(probabilities, axis=1)
-    u = rng.random((probabilities.shape[0], 1)) * cdf[:, -1:]
-    actions = (u >= cdf).sum(axis=1)
-    actions = np.minimum(actions, probabilities.shape[1] - 1)
+    """Inverse-CDF sampling of one action per row (`sample_rows`); returns (actions, propensities)."""
+    actions = sample_rows(probabilities, rng)
     return actions, probabilities[np.arange(len(actions)), actions]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from pushrl.agents.bandits import make_bandit
 
@@ -48,3 +49,13 @@ def test_forgetting_tracks_a_change_the_stationary_bandit_misses():
 def test_bad_forgetting_refused(value):
     with pytest.raises(ValueError, match="forgetting must be"):
         make_bandit("lints", n_actions=2, n_features=2, forgetting=value)
+
+
+def test_neural_linear_keeps_its_forgetting_factor_across_retrains():
+    """The last layer's ridge statistics are rebuilt at each retrain; the forgetting factor must survive."""
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    bandit = make_bandit("neural_linear", n_actions=2, n_features=3, retrain_every=50, train_steps=5, forgetting=0.9)
+    x = rng.normal(size=(120, 3))
+    bandit.update(x, rng.integers(0, 2, 120), rng.random(120))
+    assert bandit.n_retrains >= 1 and bandit.forgetting == 0.9

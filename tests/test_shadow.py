@@ -88,3 +88,19 @@ def test_retired_promotion_is_excluded_renormalised_and_logged(artifacts, tmp_pa
     assert frame["retired"].iloc[-1] == ["Womens E-Mail"] and not isinstance(frame["retired"].iloc[0], list)
     with pytest.raises(RequestError, match="unknown action id"):
         runtime.retire(["Kids E-Mail"])
+
+
+def test_shadow_probabilities_follow_the_live_rules(artifacts, tmp_path):
+    """What the candidate would have served here: retired promotions and excluded ones get no mass, like live."""
+    paths, contexts = artifacts
+    with DecisionLog(tmp_path / "log") as log:
+        live = PolicyRuntime.load(paths["live"], seed=0, decision_log=log)
+        live.attach_shadow(PolicyRuntime.load(paths["candidate"], seed=0))
+        live.retire(["Womens E-Mail"])
+        live.decide([{"request_id": f"r{i}", "context": c, **({"exclude": ["No E-Mail"]} if i % 2 else {})}
+                     for i, c in enumerate(contexts[:200])])
+    frame = read_decision_log(tmp_path / "log")
+    for i, probs in enumerate(frame["shadow_probabilities"]):
+        assert probs["Womens E-Mail"] == 0 and abs(sum(probs.values()) - 1) < 1e-9
+        if i % 2:
+            assert probs["No E-Mail"] == 0

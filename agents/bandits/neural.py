@@ -108,7 +108,7 @@ class NeuralLinear(LinTS):
             opt.zero_grad()
             loss.backward()
             opt.step()
-        self.stats = RidgeStats(self._n_actions, self._representation_dim(), self.ridge)
+        self.stats = RidgeStats(self._n_actions, self._representation_dim(), self.ridge, self.stats.forgetting)
         self.stats.update(self._representation(x), a, r, w)
         self.n_retrains += 1
         self._since_retrain = 0

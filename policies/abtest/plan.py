@@ -29,8 +29,8 @@ from scipy.optimize import brentq
 from scipy.stats import nct, norm
 from scipy.stats import t as student_t
 
-Alternative = Literal["two-sided", "larger", "smaller"]
-ALTERNATIVES = ("two-sided", "larger", "smaller")
+from pushrl.policies.abtest.sequential import ALTERNATIVES, Alternative
+
 PROPORTION_METHODS = ("normal", "arcsine")
 _MIN_USERS = 2.0
 

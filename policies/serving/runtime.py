@@ -62,7 +62,9 @@ from pushrl.policies.artifact import (
     ArtifactError,
     BusinessRules,
     load_artifact,
+    plain_value,
 )
+from pushrl.policies.policy import sample_rows
 from pushrl.policies.serving.decision_log import DecisionLog
 
 REQUEST_KEYS = ("request_id", "context", "exclude", "k", "pushes_in_window")
@@ -200,10 +202,6 @@ def _check_object(obj: Any, where: str, allowed: tuple[str, ...], required: tupl
             raise RequestError(f"{where}.{key}", "missing field")
 
 
-def _plain(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
-
-
 def explore_probabilities(
     scores: np.ndarray, allowed: np.ndarray | None, output: str, kind: str, epsilon: float, temperature: float
 ) -> np.ndarray:
@@ -234,18 +232,6 @@ def explore_probabilities(
     greedy = best / np.maximum(best.sum(axis=1, keepdims=True), 1)
     eps = epsilon if kind == "epsilon" else 0.0
     return (1.0 - eps) * greedy + eps * allowed / np.maximum(n_allowed, 1)
-
-
-def sample_rows(p: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One action per row by inverse CDF; never returns a zero-probability action of a row with mass."""
-    cdf = np.cumsum(p, axis=1)
-    u = rng.random(p.shape[0]) * cdf[:, -1]
-    a = np.minimum((cdf <= u[:, None]).sum(axis=1), p.shape[1] - 1)
-    rows = np.arange(p.shape[0])
-    stray = p[rows, a] <= 0
-    if stray.any():  # u * total rounded onto the last step: take the last positive action
-        a[stray] = p.shape[1] - 1 - np.argmax(p[stray, ::-1] > 0, axis=1)
-    return a
 
 
 class PolicyRuntime:
@@ -331,7 +317,7 @@ class PolicyRuntime:
     def action_probabilities(self, contexts: np.ndarray) -> np.ndarray:
         """(n, A) exploration probabilities with every action allowed (no business rules)."""
         s = self.scores(contexts)
-        return explore_probabilities(s, np.ones(s.shape, bool), *self._explore)
+        return explore_probabilities(s, None, *self._explore)
 
     def act(self, contexts: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         p = self.action_probabilities(contexts)
@@ -401,7 +387,7 @@ class PolicyRuntime:
         if m.slate_size > len(ids):
             raise RequestError("catalogue", f"{len(ids)} promotion(s) cannot fill this policy's slates of "
                                             f"{m.slate_size}")
-        rows = [{"id": a, "features": {f: _plain(item["features"][f]) for f in m.catalogue.encoder.input_fields}}
+        rows = [{"id": a, "features": {f: plain_value(item["features"][f]) for f in m.catalogue.encoder.input_fields}}
                 for a, item in zip(ids, promotions, strict=True)]
         return ids, z, rows
 
@@ -420,15 +406,11 @@ class PolicyRuntime:
         self.shadow = candidate
 
     def shadow_probabilities(self, parsed: list[_Request]) -> np.ndarray:
-        """(n, A) the shadow candidate's probabilities for these requests, under the same exclusions."""
+        """(n, A) the shadow candidate's first-slot probabilities for these requests under the live policy's
+        rules (exclusions, retired promotions, no-push and frequency cap), so they are what it would have served."""
         assert self.shadow is not None
         x = self.shadow.preprocessor.encode([r.context for r in parsed], "requests", ".context")
-        scores = self.shadow._run(x)
-        allowed = np.ones(scores.shape, bool)
-        for i, r in enumerate(parsed):
-            if r.exclude:
-                allowed[i, r.exclude] = False
-        return explore_probabilities(scores, allowed, *self.shadow._explore)
+        return self._rule_probabilities(self.shadow._run(x), parsed, self.shadow._explore)[0]
 
     def decide(self, requests: Sequence[Mapping[str, Any]], *, wait_logged: bool = True) -> list[Decision]:
         """Decide a batch of raw requests (see the module docstring); logs them if a log is attached.
@@ -452,23 +434,20 @@ class PolicyRuntime:
             records = self._records(parsed, decisions)
             if self.shadow is not None:
                 shadow = self.shadow_probabilities(parsed).tolist()
+                ids = [str(a) for a in self.action_ids]
                 for rec, row in zip(records, shadow, strict=True):
                     rec["shadow_version"] = self.shadow.policy_version
-                    rec["shadow_probabilities"] = dict(zip(map(str, self.action_ids), row, strict=True))
+                    rec["shadow_probabilities"] = dict(zip(ids, row, strict=True))
             ticket = self.decision_log.append(records)
             if wait_logged:
                 ticket.wait()
         return decisions
 
-    def _choose(self, scores: np.ndarray, parsed: list[_Request]) -> tuple[list[list[int]], list[list[float]], np.ndarray]:
+    def _rule_probabilities(self, scores: np.ndarray, parsed: list[_Request], explore: tuple
+                            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """First-slot probabilities under every business rule (module docstring), the allowed mask, slots per row."""
         n, n_act = scores.shape
         np_idx, cap = self.no_push, self.rules.frequency_cap
-        plain = cap is None and (np_idx is None or self.rules.allow_no_push) and not self.retired
-        if plain and all(r.k == 1 and not r.exclude for r in parsed):  # fast path: no masks
-            p = explore_probabilities(scores, None, *self._explore)
-            a = sample_rows(p, self._rng)
-            props = p[np.arange(n), a].tolist()
-            return [[ai] for ai in a.tolist()], [[pi] for pi in props], p
         allowed = np.ones((n, n_act), bool)
         if np_idx is not None and not self.rules.allow_no_push:
             allowed[:, np_idx] = False
@@ -488,13 +467,25 @@ class PolicyRuntime:
             if r.k > 1 and np_idx is not None:
                 allowed[i, np_idx] = False  # a slate is promotions only
             k_eff[i] = k
-        p = explore_probabilities(scores, allowed, *self._explore)
+        p = explore_probabilities(scores, allowed, *explore)
         if forced:  # over the cap: "no push" for sure, or nothing
             only = np.zeros((len(forced), n_act))
             if np_idx is not None:
                 only[:, np_idx] = [np_idx not in parsed[i].exclude for i in forced]
             p[forced] = only
             allowed[forced] = only > 0
+        return p, allowed, k_eff
+
+    def _choose(self, scores: np.ndarray, parsed: list[_Request]) -> tuple[list[list[int]], list[list[float]], np.ndarray]:
+        n, n_act = scores.shape
+        np_idx, cap = self.no_push, self.rules.frequency_cap
+        plain = cap is None and (np_idx is None or self.rules.allow_no_push) and not self.retired
+        if plain and all(r.k == 1 and not r.exclude for r in parsed):  # fast path: no masks
+            p = explore_probabilities(scores, None, *self._explore)
+            a = sample_rows(p, self._rng)
+            props = p[np.arange(n), a].tolist()
+            return [[ai] for ai in a.tolist()], [[pi] for pi in props], p
+        p, allowed, k_eff = self._rule_probabilities(scores, parsed, self._explore)
         first = p
         chosen: list[list[int]] = [[] for _ in range(n)]
         props: list[list[float]] = [[] for _ in range(n)]
@@ -563,6 +554,7 @@ class PolicyRuntime:
 
     def _records(self, parsed: list[_Request], decisions: list[Decision]) -> list[dict[str, Any]]:
         now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        retired = [self.action_ids[j] for j in self.retired]
         records = []
         for r, d in zip(parsed, decisions, strict=True):
             rec = {"request_id": d.request_id, "timestamp": now, "policy_version": d.policy_version,
@@ -572,6 +564,6 @@ class PolicyRuntime:
             if r.pushes is not None:
                 rec["pushes_in_window"] = r.pushes
             if self.retired:
-                rec["retired"] = [self.action_ids[j] for j in self.retired]
+                rec["retired"] = retired
             records.append(rec)
         return records
