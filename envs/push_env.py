@@ -263,9 +263,14 @@ class PushDynamics:
             return {r: np.zeros(0) for r in self.outcomes}
         recent = state.recent[users]
         seen = recent if self.fatigue_mode == "response" else np.zeros(m)
-        out = self._predict(state.context[users], seen, slots)
-        flat = np.arange(m) * self.shop.n_actions + items
-        q = {r: np.asarray(out[r], dtype=np.float64).reshape(-1)[flat] for r in self.outcomes}
+        per_pair = getattr(self.response, "predict_rows", None)  # only the pushed (row, promotion) pairs
+        if per_pair is not None:
+            out = per_pair(state.context[users], seen, slots, items)
+            q = {r: np.asarray(out[r], dtype=np.float64).reshape(-1) for r in self.outcomes}
+        else:
+            out = self._predict(state.context[users], seen, slots)
+            flat = np.arange(m) * self.shop.n_actions + items
+            q = {r: np.asarray(out[r], dtype=np.float64).reshape(-1)[flat] for r in self.outcomes}
         if self.fatigue_mode == "multiplicative":
             scale = self.config.fatigue_factor ** recent
             q = {r: v * scale for r, v in q.items()}

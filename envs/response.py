@@ -28,6 +28,9 @@ class ResponseFunction(Protocol):
     @property
     def n_actions(self) -> int: ...
 
+    # Optional: predict_rows(contexts, recent_pushes, position, action) -> {reward: (n,)} for given
+    # (row, action) pairs; the env step calls it when present (ResponseModel has it) instead of
+    # scoring every promotion and keeping one.
     def predict(self, contexts: np.ndarray, recent_pushes: np.ndarray, position: np.ndarray) -> dict[str, np.ndarray]:
         """Expected rewards {name: (n, n_actions)} for every promotion."""
         ...
@@ -54,6 +57,9 @@ class TrueResponse:
         du = self.truth.config.n_user_features
         return contexts[:, :du], contexts[:, du:].argmax(axis=1)
 
+    # Optional: predict_rows(contexts, recent_pushes, position, action) -> {reward: (n,)} for given
+    # (row, action) pairs; the env step calls it when present (ResponseModel has it) instead of
+    # scoring every promotion and keeping one.
     def predict(self, contexts: np.ndarray, recent_pushes: np.ndarray, position: np.ndarray) -> dict[str, np.ndarray]:
         x, seg = self.split_contexts(contexts)
         return self.truth.expected_all(x, seg, recent_pushes, position, self.reward_names)

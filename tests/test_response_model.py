@@ -82,6 +82,10 @@ def test_is_a_response_function_with_unconditional_chain(synthetic):
     rows = model.predict_rows(x, np.zeros(7), np.zeros(7, dtype=np.int64), np.arange(7), conditional=True)
     full = model.predict(x, np.zeros(7), np.zeros(7, dtype=np.int64))
     np.testing.assert_allclose(rows["click"] * rows["conversion"], full["conversion"][np.arange(7), np.arange(7)], rtol=1e-5)
+    h, p, a = rng.integers(0, 4, 7).astype(float), rng.integers(0, 3, 7), rng.integers(0, 10, 7)
+    pairs, every = model.predict_rows(x, h, p, a), model.predict(x, h, p)  # what the env step relies on
+    for r in model.reward_names:
+        np.testing.assert_allclose(pairs[r], every[r][np.arange(7), a], rtol=1e-5)
 
 
 @pytest.mark.parametrize(
