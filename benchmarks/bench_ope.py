@@ -228,7 +228,7 @@ def memory_case(n: int) -> None:
             f"{vectorised[name].ci_high:.5f}], naive [{low:.5f}, {high:.5f}]"
         )
     print(
-        f"peak RSS of this process (1M in memory + obp): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB"
+        f"peak RSS of the benchmark process so far (earlier benchmarks included): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB"
     )
 
 
