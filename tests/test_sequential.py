@@ -65,8 +65,11 @@ def test_tiny_run_writes_files_and_sections(tiny_run) -> None:
     body = run.sections[0][1]
     for name in AGENTS:
         assert f"| {name} |" in body
-    assert "PPO" in body and ("beats" in body or "does not significantly beat" in body)
-    assert "monotone" in run.sections[1][1] or "flat" in run.sections[1][1]
+    for b, c in out["ppo_vs_bandits"].items():  # the sentence of this comparison's own verdict
+        assert {"better": f"**PPO beats {b}**", "worse": f"**{b} beats PPO**",
+                "overlap": f"**PPO does not significantly beat {b}**"}[c["verdict"]] in body
+    for a, shape in out["pareto_shape"].items():
+        assert f"**{a}: {shape}**" in run.sections[1][1]
     assert any("ppo" in s for s in said)
 
 
@@ -77,8 +80,16 @@ def test_tiny_run_metrics_are_consistent(tiny_run) -> None:
     assert agents["never_push"]["pushes_per_user"] == 0 and agents["never_push"]["reward_per_user"] == 0
     assert agents["uniform_push"]["pushes_per_user"] == pytest.approx(TINY["horizon"], rel=0.3)  # pushes until it churns
     assert set(out["ppo_vs_bandits"]) == {"epsilon_greedy", "linucb"}
-    assert all(c["verdict"] in ("better", "worse", "overlap") for c in out["ppo_vs_bandits"].values())
-    assert out["ppo_beats_bandits"] == all(c["verdict"] == "better" for c in out["ppo_vs_bandits"].values())
+    table = __import__("pandas").read_csv(run.root / "synth" / "sequential" / "sequential.csv", index_col=0)
+    ppo = table.loc["ppo"]
+    for b, c in out["ppo_vs_bandits"].items():  # the verdict, recomputed from the table's CIs
+        q = table.loc[b]
+        expected = ("better" if ppo["reward_per_user_ci_low"] > q["reward_per_user_ci_high"] else
+                    "worse" if ppo["reward_per_user_ci_high"] < q["reward_per_user_ci_low"] else "overlap")
+        assert c["verdict"] == expected, (b, c)
+        assert c["difference_ci_low"] <= c["difference"] <= c["difference_ci_high"]
+    assert out["ppo_beats_bandits"] == all(ppo["reward_per_user_ci_low"] > table.loc[b, "reward_per_user_ci_high"]
+                                           for b in ("epsilon_greedy", "linucb"))
     assert len(out["pareto"]) == 2 * len(TINY["lambdas"])
     assert out["unsubscribe_penalty"] == pytest.approx(30.0 * out["unit"])
     assert out["spacing"]["best_rule"].startswith("greedy_spaced_")
