@@ -46,6 +46,10 @@ class Description:
     time_range: tuple[str, str] | None
     features: dict[str, list[str]]
     warnings: list[str] = field(default_factory=list)
+    support: pd.DataFrame | None = None  # per action: share of contexts with logging probability > support_tau
+    support_tau: float | None = None
+    support_source: str | None = None
+    full_support_share: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -55,6 +59,8 @@ class Description:
                            for r in records]
         d["ess"] = None if self.ess is not None and not np.isfinite(self.ess) else self.ess
         d["positions"] = {str(k): v for k, v in self.positions.items()}
+        if self.support is not None:
+            d["support"] = self.support.reset_index().to_dict(orient="records")
         return d
 
     def to_text(self) -> str:
@@ -78,6 +84,12 @@ class Description:
         lines.append(f"features: {len(self.features['numeric'])} numeric, {len(self.features['categorical'])} categorical")
         lines.append("per action (first 10 by rows):")
         lines.append(self.per_action.sort_values("rows", ascending=False).head(10).to_string())
+        if self.support is not None:
+            lines.append(f"support (logging probability > tau = {self.support_tau:g} per context), {self.support_source}; "
+                         f"contexts with every action supported: {self.full_support_share:.1%}; "
+                         "least supported 10:")
+            lines.append(self.support.sort_values("supported_share").head(10)
+                         .to_string(float_format=lambda v: f"{v:.4g}"))
         if self.warnings:
             lines.append("warnings:")
             lines += [f"  - {w}" for w in self.warnings]
@@ -194,12 +206,17 @@ def describe_chunks(chunks: Iterable[tuple[pd.DataFrame, ResolvedColumns, Catalo
     return acc.result(source)
 
 
-def describe_data(data: LoggedData) -> Description:
-    """Summarise an in-memory LoggedData, with the full regime check (one action per context, contradictions)."""
-    from pushrl.envs.regime import classify_regime
+def describe_data(data: LoggedData, support: bool = True) -> Description:
+    """Summarise an in-memory LoggedData, with the full regime check (one action per context, contradictions)
+    and, with `support`, the support table (`pushrl.envs.regime.detect_regime`: exact for uniform and
+    deterministic logging, a cross-fitted propensity model otherwise)."""
+    from pushrl.envs.regime import detect_regime
 
     desc = describe_chunks([(data.frame, data.columns, data.catalogue)], data.name)
-    regime = classify_regime(data)  # raises LoggedDataError on all-1.0 propensities with several actions per context
+    regime = detect_regime(data, support=support)  # raises LoggedDataError on all-1.0 propensities, several actions per context
+    if regime.support is not None:
+        desc.support, desc.support_tau = regime.support, regime.tau
+        desc.support_source, desc.full_support_share = regime.support_source, regime.full_support_share
     if regime.regime != desc.logging_regime:
         desc.warnings.append(f"logging regime from contexts: {regime.regime} ({regime.evidence})")
         desc.logging_regime = regime.regime

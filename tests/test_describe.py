@@ -85,3 +85,32 @@ def test_json_with_a_never_logged_promotion_has_null_rates(raw_log, raw_catalogu
     doc = json.loads(json.dumps(describe_data(data).to_dict(), default=str, allow_nan=False))
     row = next(r for r in doc["per_action"] if r["action"] == 99)
     assert row["rows"] == 0 and row["click_rate"] is None
+
+
+def test_describe_reports_the_support_table():
+    """The issue's support table: per action, the share of contexts where its logging probability exceeds tau."""
+    from pushrl.envs.synthetic import SyntheticConfig, generate_log
+
+    data, truth = generate_log(SyntheticConfig(n_rows=3000, n_actions=4, logging="softmax", logging_temperature=0.25,
+                                               seed=1))
+    desc = describe_data(data)
+    assert desc.support is not None and desc.support_tau == 0.01
+    assert list(desc.support.index) == list(data.action_ids)
+    doc = desc.to_dict()
+    assert [r["action"] for r in doc["support"]] == list(data.action_ids)
+    assert "support (logging probability > tau = 0.01" in desc.to_text()
+    # a sharp softmax logger: actions fall below tau in some contexts; the table (logged propensities where the
+    # pair was logged, a cross-fitted estimate elsewhere) must recover each action's true supported share
+    from pushrl.envs.regime import context_ids
+
+    true_p = truth.logging_probabilities(*truth.row_inputs(data))
+    ctx, n_ctx = context_ids(data)
+    counts = np.bincount(ctx, minlength=n_ctx)[:, None]
+    context_p = np.stack([np.bincount(ctx, weights=true_p[:, a], minlength=n_ctx) for a in range(4)], 1) / counts
+    true_share = (context_p > 0.01).mean(axis=0)  # the true logging probability per context, as the table defines it
+    np.testing.assert_allclose(desc.support["supported_share"].to_numpy(), true_share, atol=0.1)
+    assert desc.support["logged_rows"].tolist() == np.bincount(data.action, minlength=4).tolist()
+    uniform, _ = generate_log(SyntheticConfig(n_rows=500, n_actions=4, seed=2))
+    exact = describe_data(uniform)
+    assert exact.support_source.startswith("exact") and (exact.support["supported_share"] == 1).all()
+    assert describe_data(uniform, support=False).support is None
