@@ -29,6 +29,7 @@ import pandas as pd
 from gymnasium.vector import AutoresetMode
 from scipy import stats
 
+from pushrl.agents.bandits.base import check_int
 from pushrl.envs import diversity
 from pushrl.envs.batched_env import BatchedPushEnv
 from pushrl.policies.policy import Policy
@@ -99,11 +100,6 @@ class RolloutResult:
         return pd.DataFrame([row], index=pd.Index([name], name="policy"))
 
 
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
 
 def resolve_env(env_or_factory: BatchedPushEnv | EnvFactory, n_users: int | None) -> BatchedPushEnv:
     """The env to run: the given one (n_users None or its num_envs) or factory(n_users)."""
@@ -115,7 +111,7 @@ def resolve_env(env_or_factory: BatchedPushEnv | EnvFactory, n_users: int | None
     elif callable(env_or_factory):
         if n_users is None:
             raise ValueError("n_users is required when an env factory is given")
-        n_users = _check_int("n_users", n_users, 1)
+        n_users = check_int("n_users", n_users, 1)
         env = env_or_factory(n_users)
         if not isinstance(env, BatchedPushEnv) or env.num_envs != n_users:
             raise ValueError(f"the env factory must return a BatchedPushEnv of n_users={n_users} users, got "
@@ -171,8 +167,8 @@ def rollout(policy: Policy, env_or_factory: BatchedPushEnv | EnvFactory, n_users
         n_users, n_seeds, seed: users per seed, independent repetitions, the one seed they split from.
     """
     env = resolve_env(env_or_factory, n_users)
-    n_seeds = _check_int("n_seeds", n_seeds, 1)
-    seed = _check_int("seed", seed, 0)
+    n_seeds = check_int("n_seeds", n_seeds, 1)
+    seed = check_int("seed", seed, 0)
     _check_policy(policy, env)
     if env.max_episode_steps is None:
         raise ValueError("the env's max_episode_steps is None: rollout needs finite episodes "
@@ -257,9 +253,9 @@ def learn_online(agent: Any, env: BatchedPushEnv, n_steps: int, batch: int = 1, 
         raise ValueError(f"learn_online needs slate_size=1 (one action per user), the env has slate_size={env.config.slate_size}")
     if env.autoreset_mode is not AutoresetMode.SAME_STEP:
         raise ValueError(f"learn_online needs autoreset_mode=SAME_STEP, the env has {env.autoreset_mode}")
-    n_steps = _check_int("n_steps", n_steps, 1)
-    batch = _check_int("batch", batch, 1)
-    seed = _check_int("seed", seed, 0)
+    n_steps = check_int("n_steps", n_steps, 1)
+    batch = check_int("batch", batch, 1)
+    seed = check_int("seed", seed, 0)
     n_actions = getattr(agent, "n_actions", None)
     if n_actions is not None and n_actions != env_n_actions(env):
         raise ValueError(f"agent.n_actions={n_actions} but the env has {env_n_actions(env)} actions "

@@ -37,7 +37,7 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.vec_env import VecMonitor
 
-from pushrl.agents.rollout import rollout
+from pushrl.agents.rollout import resolve_env, rollout
 from pushrl.agents.sb3_policy import SB3Policy
 from pushrl.envs.atomic import atomic_path, write_json, write_with
 from pushrl.envs.batched_env import BatchedPushEnv
@@ -259,16 +259,6 @@ class LearningCurveCallback(BaseCallback):
         return row
 
 
-def _make_env(env_factory: EnvFactory, n: int, what: str) -> BatchedPushEnv:
-    if not callable(env_factory):
-        raise TypeError(f"env_factory must be a callable n_users -> BatchedPushEnv, got {type(env_factory).__name__}")
-    env = env_factory(n)
-    if not isinstance(env, BatchedPushEnv) or env.num_envs != n:
-        raise ValueError(f"env_factory({n}) must return a BatchedPushEnv with num_envs={n} ({what}), got "
-                         f"{type(env).__name__} with num_envs={getattr(env, 'num_envs', None)}")
-    return env
-
-
 def _resolve(run_dir: Path, folder: str | None) -> str | None:
     return None if folder is None else str(run_dir / folder)
 
@@ -283,7 +273,7 @@ def train_sb3(config: SB3AgentConfig, env_factory: EnvFactory, run_dir: str | Pa
     if not isinstance(config, SB3AgentConfig):
         raise TypeError(f"config must be an SB3AgentConfig, got {type(config).__name__}")
     run_dir = Path(run_dir)
-    env = _make_env(env_factory, config.n_envs, "SB3AgentConfig.n_envs")
+    env = resolve_env(env_factory, config.n_envs)
     if config.algo == "dqn" and env.config.slate_size != 1:
         raise ValueError(f"SB3AgentConfig.algo='dqn' supports one promotion per push (Discrete actions), but the env "
                          f"has slate_size={env.config.slate_size} (MultiDiscrete); use 'ppo' or 'a2c' for slates")
@@ -305,7 +295,7 @@ def train_sb3(config: SB3AgentConfig, env_factory: EnvFactory, run_dir: str | Pa
     checkpointer = CheckpointCallback(ckpt_dir, config.algo, config.checkpoint_freq, config.keep_checkpoints)
     chain: list[BaseCallback] = [checkpointer]
     if config.eval_freq > 0:
-        eval_env = _make_env(env_factory, config.eval_users, "SB3AgentConfig.eval_users")
+        eval_env = resolve_env(env_factory, config.eval_users)
         if eval_env.max_episode_steps is None:
             raise ValueError("SB3AgentConfig.eval_freq > 0 needs finite episodes, but env_factory's env has "
                              "max_episode_steps=None")

@@ -27,6 +27,11 @@ class TrainedAgent:
     regret: np.ndarray | None = None  # per-decision expected regret against the simulator's best action
 
 
+def with_intercept(x: np.ndarray) -> np.ndarray:
+    """What agents see: the encoded context plus a constant-1 column."""
+    return np.hstack([x.astype(np.float64), np.ones((len(x), 1))])
+
+
 def check_agent_names(names: list[str]) -> None:
     """Refuse unknown agent names before any work starts."""
     allowed = set(BASELINES) | set(BANDITS)

@@ -9,7 +9,7 @@
     pushrl [overrides]                             same as `pushrl run`
 
 Hydra overrides work everywhere, e.g. `pushrl run data=hillstrom seed=1`,
-`pushrl -m objective.diversity_lambda=0,0.5,1`.
+`pushrl -m sequential.diversity_weight=0,0.5,1`.
 """
 
 from __future__ import annotations

@@ -54,14 +54,14 @@ class SplitConfig:
 
 @dataclass
 class ObjectiveConfig:
-    """What the agents maximise: a logged reward (or profit), plus λ × diversity.
+    """What the agents maximise: a logged reward (or profit). (Diversity is weighed in the sequential
+    simulator's reward: `sequential.diversity_weight`, set by the env group.)
 
     reward: auto (the dataset's default) | click | conversion | revenue | visit | spend | profit.
     profit = margin × spend − push_cost per push (no_push_action costs nothing).
     """
 
     reward: str = "auto"
-    diversity_lambda: float = 0.0
     margin: float = 0.30
     push_cost: float = 0.10
     no_push_action: str = "No E-Mail"

@@ -82,8 +82,7 @@ LOW_PROPENSITY = 0.01
 MAX_LOW_MASS = 0.05
 
 
-def identification(data: LoggedData, sub: LoggedData, rows: np.ndarray, dist: np.ndarray, run: RunFolder,
-                   cfg: DictConfig) -> tuple[bool, str]:
+def identification(data: LoggedData, rows: np.ndarray, dist: np.ndarray, run: RunFolder) -> tuple[bool, str]:
     """Are IPS-family estimates identified? Not for deterministic logging, nor when the candidate puts more than
     5% of its mass where estimated logging probabilities are below 0.01. Returns (identified, why not)."""
     from pushrl.envs.regime import classify_regime
@@ -133,7 +132,7 @@ def evaluate_command(cfg: DictConfig, data: LoggedData, run: RunFolder, objectiv
                          "`pushrl run` uses the learned response model")
     q_hat = cross_fit_mean_rewards(r, sub.action, sub.position, data.n_actions, data.n_positions,
                                    n_folds=cfg.eval.n_folds, seed=cfg.seed)
-    identified, why = identification(data, sub, rows, dist, run, cfg)
+    identified, why = identification(data, rows, dist, run)
     settings = EstimatorSettings(clip=cfg.eval.clip, switch_threshold=cfg.eval.switch_threshold,
                                  dros_lambda=cfg.eval.dros_lambda)
     rec = choose_estimator(cfg, sub, settings, run, "selection") if identified else "dm"

@@ -47,7 +47,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from pushrl.agents.bandits import BANDITS  # noqa: E402
 from pushrl.agents.uplift import TLearner, TLearnerPolicy, UpliftPaysPolicy  # noqa: E402
-from pushrl.envs.atomic import write_text, write_with  # noqa: E402
+from pushrl.envs.atomic import write_text  # noqa: E402
 from pushrl.envs.fidelity import mean_ci  # noqa: E402
 from pushrl.envs.hillstrom import ACTIONS  # noqa: E402
 from pushrl.envs.logged_data import LoggedData  # noqa: E402
@@ -60,8 +60,10 @@ from pushrl.experiments.agents import (  # noqa: E402
     ResponseBandit,
     catalogue_features,
     train_agents,
+    with_intercept,
 )
 from pushrl.experiments.outputs import RunFolder  # noqa: E402
+from pushrl.experiments.plots import save_figure  # noqa: E402
 from pushrl.policies.evaluation import EstimatorSettings, PolicyEvaluation, evaluate_policy  # noqa: E402
 from pushrl.policies.ope import kfold_indices  # noqa: E402
 from pushrl.policies.policy import Policy, to_action_dist  # noqa: E402
@@ -87,11 +89,6 @@ def _pct(x: float) -> str:
 
 def _lift(v: float, base: float) -> float:
     return (v - base) / abs(base) if base != 0 else float("nan")
-
-
-def _save(fig, path) -> None:
-    write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
-    plt.close(fig)
 
 
 @dataclass
@@ -126,7 +123,7 @@ def _check_hillstrom(data: LoggedData) -> None:
         raise ValueError("hillstrom_section needs the randomised campaign's propensities (1/3 everywhere)")
 
 
-def _is_learned(name: str, policy: Policy) -> bool:
+def _is_learned(name: str) -> bool:
     return name not in BASELINES
 
 
@@ -224,7 +221,7 @@ def hillstrom_section(cfg: DictConfig, *, data: LoggedData, split: Split, model:
             qini_row(r, label, pol.uplift_score(features_test, r, NO_EMAIL), outcome)
     emails = [idx[MENS], idx[WOMENS]]
     for name, pol in policies.items():  # learned agents exposing their reward estimates (linear bandits)
-        if _is_learned(name, pol) and callable(getattr(pol, "estimates", None)):
+        if _is_learned(name) and callable(getattr(pol, "estimates", None)):
             est = np.asarray(pol.estimates(features_test), dtype=np.float64)
             score = est[:, emails].max(axis=1) - est[:, idx[NO_EMAIL]]
             qini_row(objective.reward, f"{name} (its {objective.name} estimates)", score, test.reward(objective.reward))
@@ -234,7 +231,7 @@ def hillstrom_section(cfg: DictConfig, *, data: LoggedData, split: Split, model:
     timings["qini"] = time.perf_counter() - t
 
     # 4. which learned policy is best (test IPS), per objective ------------------------------------
-    learned = [n for n in fixed if _is_learned(n, policies[n])] + [T_LEARNER, UPLIFT_PAYS]
+    learned = [n for n in fixed if _is_learned(n)] + [T_LEARNER, UPLIFT_PAYS]
     retrainable = [n for n in learned if n in (T_LEARNER, UPLIFT_PAYS) or (n in BANDITS and n in cfg.agents)]
 
     def ips(o: str, n: str) -> float:
@@ -335,7 +332,7 @@ def _cross_fit(cfg, data: LoggedData, objectives: dict[str, Objective], pipeline
         held_data = data.subset(held)
         x_held, recent_held = sim.encode(held_data)
         pred = sim.predict(x_held, recent_held, held_data.position)
-        f_held = np.hstack([x_held.astype(np.float64), np.ones((len(held), 1))])
+        f_held = with_intercept(x_held)
         t_k = TLearner.fit(fit, validation, _model_config(cfg, seed + k, epochs)) if need_t else None
         probs: dict[tuple[str, str], np.ndarray] = {(a, "-"): _always_probs(len(held), idx[x]) for a, x in ALWAYS.items()}
         for name, trained_for in sorted(recipes):
@@ -361,7 +358,7 @@ def _cross_fit(cfg, data: LoggedData, objectives: dict[str, Objective], pipeline
 def _train_bandit(cfg, name: str, spec: dict, fit: LoggedData, sim: ResponseModel, objective: Objective, seed: int):
     """Re-learn agent `name` as the pipeline does (offline IPS, then online in the fold's simulator)."""
     x, recent = sim.encode(fit)
-    f = np.hstack([x.astype(np.float64), np.ones((len(x), 1))])
+    f = with_intercept(x)
     pos = fit.position
 
     def expected(rows: np.ndarray) -> np.ndarray:
@@ -463,7 +460,7 @@ def _qini_plot(curves, path, title: str) -> None:
         ax.set_ylabel(f"incremental {r} (Qini)")
         ax.legend(fontsize=6, loc="upper left", framealpha=0.6)
     fig.suptitle(title, fontsize=9)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _fidelity_plot(table: pd.DataFrame, path, title: str) -> None:
@@ -481,7 +478,7 @@ def _fidelity_plot(table: pd.DataFrame, path, title: str) -> None:
         if j == 0:
             ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=9)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 # report -------------------------------------------------------------------------------------------

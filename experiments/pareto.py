@@ -27,7 +27,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from pushrl.envs.atomic import write_text, write_with  # noqa: E402
+from pushrl.envs.atomic import write_text  # noqa: E402
+from pushrl.experiments.plots import save_figure  # noqa: E402
 
 ACCURACY = "click_rate"
 DIVERSITY = "category_novelty"
@@ -94,9 +95,7 @@ def front_plot(frame: pd.DataFrame, path: Path, title: str, accuracy: str = ACCU
         ax.set_ylabel(f"accuracy: {accuracy.replace('_', ' ')}")
         ax.set_title(name, fontsize=9)
         ax.legend(fontsize=8)
-    write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _job_rows(metrics: dict, job: str, overrides: str) -> list[dict]:

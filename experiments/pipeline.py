@@ -30,6 +30,7 @@ from pushrl.experiments.agents import (
     catalogue_features,
     save_agents,
     train_agents,
+    with_intercept,
 )
 from pushrl.experiments.hillstrom import hillstrom_section
 from pushrl.experiments.online_test import online_test_section
@@ -69,11 +70,6 @@ def cold_start_note(model: ResponseModel) -> list[str]:
            "set `model.id_dropout=0.5` to train that content path (promotion ids switched off on half the rows)")
     return ["", f"Cold start: {len(unseen)} catalogue promotion(s) have no training rows ({unseen[:10]}); the model "
             f"scores them from their features only, and OPE flags any policy mass on them; {how}."]
-
-
-def with_intercept(x: np.ndarray) -> np.ndarray:
-    """What agents see: the encoded context plus a constant-1 column."""
-    return np.hstack([x.astype(np.float64), np.ones((len(x), 1))])
 
 
 def _logging_probabilities(data: LoggedData) -> np.ndarray:

@@ -14,7 +14,8 @@ import pandas as pd  # noqa: E402
 from pushrl.envs.atomic import write_with  # noqa: E402
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
+    """Write the figure as a PNG atomically (temp file, then rename) and close it."""
     write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
     plt.close(fig)
     return path
@@ -30,7 +31,7 @@ def fidelity_plot(table: pd.DataFrame, path: Path, title: str) -> Path:
     ax.set_xlabel("mean reward")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def ope_plot(ope: pd.DataFrame, logging, estimator: str, path: Path, title: str) -> Path:
@@ -44,7 +45,7 @@ def ope_plot(ope: pd.DataFrame, logging, estimator: str, path: Path, title: str)
     ax.set_xlabel(f"estimated value ({estimator}, 95% bootstrap CI)")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def learning_curves(curves: dict[str, np.ndarray], path: Path, title: str) -> Path:
@@ -58,7 +59,7 @@ def learning_curves(curves: dict[str, np.ndarray], path: Path, title: str) -> Pa
     ax.set_ylabel("mean reward (moving average)")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def regret_curves(curves: dict[str, np.ndarray], path: Path, title: str) -> Path:
@@ -69,7 +70,7 @@ def regret_curves(curves: dict[str, np.ndarray], path: Path, title: str) -> Path
     ax.set_ylabel("cumulative expected regret")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def power_curve(days: np.ndarray, power: np.ndarray, target: float, path: Path, title: str) -> Path:
@@ -81,7 +82,7 @@ def power_curve(days: np.ndarray, power: np.ndarray, target: float, path: Path, 
     ax.set_ylim(0, 1)
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def synthetic_fidelity_plot(table: pd.DataFrame, logging_ci: tuple[float, float, float], path: Path) -> Path:
@@ -97,7 +98,7 @@ def synthetic_fidelity_plot(table: pd.DataFrame, logging_ci: tuple[float, float,
     ax.set_xlabel("value (click rate); grey band: truth +-10%")
     ax.set_title("learned simulator vs the synthetic truth", fontsize=9)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def cold_start_plot(tables: dict[str, pd.DataFrame], path: Path) -> Path:
@@ -115,7 +116,7 @@ def cold_start_plot(tables: dict[str, pd.DataFrame], path: Path) -> Path:
     ax.set_xlabel("click rate on held-out rows; grey band: truth +-20%")
     ax.set_title("never-logged promotions scored from their features", fontsize=9)
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def weight_histogram(weights: np.ndarray, diagnostics, path: Path, title: str) -> Path:
@@ -132,7 +133,7 @@ def weight_histogram(weights: np.ndarray, diagnostics, path: Path, title: str) -
     ax.set_ylabel("logged rows")
     ax.set_title(f"{title}: {np.mean(w == 0):.0%} zero, max {diagnostics.max_weight:.3g}, "
                  f"ESS {diagnostics.effective_sample_size:,.0f} of {len(w):,}", fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def budget_plot(table: pd.DataFrame, path: Path, title: str) -> Path:
@@ -145,4 +146,4 @@ def budget_plot(table: pd.DataFrame, path: Path, title: str) -> Path:
     ax.set_ylabel("value per customer")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -41,13 +41,14 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from pushrl.agents.bandits import BanditAgent, make_bandit  # noqa: E402
 from pushrl.agents.rollout import RolloutResult, estimate, learn_online, rollout  # noqa: E402
 from pushrl.agents.sb3_agents import SB3AgentConfig, train_sb3  # noqa: E402
-from pushrl.envs.atomic import write_text, write_with  # noqa: E402
+from pushrl.envs.atomic import write_text  # noqa: E402
 from pushrl.envs.batched_env import BatchedPushEnv  # noqa: E402
 from pushrl.envs.env_config import OBJECTIVES, REWARD_CHAIN, PushEnvConfig, Shop  # noqa: E402
 from pushrl.envs.push_env import PushDynamics  # noqa: E402
 from pushrl.envs.response import ResponseFunction  # noqa: E402
 from pushrl.experiments.outputs import RunFolder  # noqa: E402
 from pushrl.experiments.pareto import ACCURACY, DIVERSITY, front_plot, mark_front  # noqa: E402
+from pushrl.experiments.plots import save_figure  # noqa: E402
 from pushrl.policies.baselines import greedy_probabilities  # noqa: E402
 from pushrl.policies.policy import BasePolicy, ConstantPolicy  # noqa: E402
 
@@ -350,9 +351,7 @@ def learning_curve_plot(curve: pd.DataFrame, references: pd.DataFrame, path: Pat
         ax.set_ylabel(label)
     axes[1].legend(*axes[0].get_legend_handles_labels(), fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.suptitle(title, fontsize=9)
-    write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _monotone(points: pd.DataFrame) -> tuple[str, float]:

@@ -83,11 +83,9 @@ def stage_data(cfg: DictConfig, run: RunFolder):
     return data, truth, split
 
 
-def _embedded_data_config(name: str, base: DictConfig) -> DictConfig:
+def _embedded_data_config(name: str) -> DictConfig:
     """The data config `configs/data/<name>.yaml` (for `also`), typed like `data`."""
     from importlib.resources import files
-
-    from omegaconf import OmegaConf
 
     from pushrl.experiments.config import DataConfig
 
@@ -106,7 +104,7 @@ def stage_run(cfg: DictConfig, run: RunFolder, stop_after: str | None = None) ->
 
     check_agent_names(list(cfg.agents))
     results = []
-    for i, data_cfg in enumerate([cfg.data] + [_embedded_data_config(n, cfg.data) for n in cfg.also]):
+    for i, data_cfg in enumerate([cfg.data] + [_embedded_data_config(n) for n in cfg.also]):
         sub = cfg.copy()
         sub.data = data_cfg
         if i > 0:

@@ -235,7 +235,7 @@ def test_dqn_kwargs_are_checked_against_dqn() -> None:
 def test_train_refuses_bad_envs(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="algo='dqn' supports one promotion per push.*slate_size=2"):
         train_sb3(config("dqn", 64), toy_factory([0.1, 0.5, 0.2], slate=2), tmp_path)
-    with pytest.raises(ValueError, match=r"env_factory\(16\) must return a BatchedPushEnv with num_envs=16"):
+    with pytest.raises(ValueError, match=r"the env factory must return a BatchedPushEnv of n_users=16 users"):
         train_sb3(config("ppo", 64), lambda n: toy_factory([0.1, 0.5])(n + 1), tmp_path)
     train_sb3(config("a2c", 128), toy_factory([0.1, 0.5]), tmp_path / "run")
     with pytest.raises(ValueError, match=r"holds checkpoints of \['a2c'\], not of algo='ppo'"):
