@@ -15,32 +15,24 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
-from pushrl.envs.catalogue import Catalogue
-from pushrl.envs.logged_data import LoggedData
-from pushrl.envs.response import TrueResponse
 from pushrl.envs.response_model import ResponseModel, ResponseModelConfig
 from pushrl.envs.split import split_log
-from pushrl.envs.synthetic import SCHEMA, SyntheticConfig, catalogue_frame, generate_log
+from pushrl.envs.synthetic import SyntheticConfig, generate_log
 
 
 def cold_start_errors(shop: SyntheticConfig, held_out: Sequence[int], config: ResponseModelConfig) -> pd.DataFrame:
     """One row per held-out promotion: true click rate, the model's feature-only score, the average-promotion guess
     and both relative errors. `shop` should be feature-driven (`SyntheticConfig(feature_driven=True)`)."""
-    data, truth = generate_log(shop)
-    catalogue = Catalogue.from_frame(catalogue_frame(truth), id_column="action")
+    data, truth = generate_log(shop)  # its catalogue holds every promotion with its features
     rows = []
     for new in held_out:
         if not 0 <= new < shop.n_actions:
             raise ValueError(f"held_out promotion {new} is not in the shop's 0..{shop.n_actions - 1}")
-        seen = data.subset(np.flatnonzero(data.action != new))  # never logged, but in the catalogue
-        log = LoggedData.from_frame(seen.frame.drop(columns=["action_index"]), schema=SCHEMA, catalogue=catalogue)
-        split = split_log(log)
+        split = split_log(data.subset(np.flatnonzero(data.action != new)))  # never logged, but in the catalogue
         model = ResponseModel.fit(split.train, split.validation, replace(config, progress=False))
         x, recent = model.encode(split.test)
         q = model.predict(x, recent, split.test.position)["click"]
-        tx, seg, trecent, pos = truth.row_inputs(split.test)
-        true_ctx = np.hstack([tx, np.eye(truth.config.n_segments)[seg]])
-        true_rate = float(TrueResponse(truth).predict(true_ctx, trecent, pos)["click"][:, new].mean())
+        true_rate = float(truth.expected_rewards(*truth.row_inputs(split.test))[:, new].mean())
         predicted, average = float(q[:, new].mean()), float(np.delete(q, new, axis=1).mean())
         rows.append({"promotion": new, "true_rate": true_rate, "predicted": predicted,
                      "relative_error": abs(predicted - true_rate) / true_rate, "average_known": average,

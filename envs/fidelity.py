@@ -22,8 +22,7 @@ import numpy as np
 import pandas as pd
 
 from pushrl.envs.response import ResponseFunction
-
-BINARY = ("click", "conversion", "visit")
+from pushrl.envs.schema import BINARY_REWARDS
 
 
 def mean_ci(values: np.ndarray, alpha: float = 0.05, binary: bool | None = None) -> tuple[float, float, float]:
@@ -74,7 +73,7 @@ def replay_fidelity(
     if len(np.unique(position)) > 1:
         scopes += [(f"position {p}", position == p) for p in np.unique(position)]
     for name, mask in scopes:
-        m, lo, hi = mean_ci(logged_reward[mask], alpha, binary=reward in BINARY)
+        m, lo, hi = mean_ci(logged_reward[mask], alpha, binary=reward in BINARY_REWARDS)
         s = float(sim[mask].mean())
         rows.append({"scope": name, "rows": int(mask.sum()), "logged": m, "ci_low": lo, "ci_high": hi,
                      "simulated": s, "inside_ci": lo <= s <= hi})

@@ -17,7 +17,6 @@ for each row, a paired bootstrap 95% interval of (its log loss - the model's).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,20 +26,10 @@ import pandas as pd
 from pushrl.envs.atomic import write_text, write_with
 from pushrl.envs.features import ContextEncoder
 from pushrl.envs.logged_data import LoggedData
-from pushrl.envs.metrics import auc, expected_calibration_error, log_loss, reliability
+from pushrl.envs.metrics import auc, log_loss, reliability
+from pushrl.envs.probabilities import EPS, logit, sigmoid
 from pushrl.envs.response_model import ResponseModel
 from pushrl.envs.split import Split
-
-EPS = 1e-6
-
-
-def _logit(p: float) -> float:
-    p = min(max(p, EPS), 1 - EPS)
-    return math.log(p / (1 - p))
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * z))
 
 
 class EmpiricalRate:
@@ -57,18 +46,18 @@ class EmpiricalRate:
         y = data.reward(self.reward)
         n = np.bincount(data.action, minlength=data.n_actions).astype(np.float64)
         c = np.bincount(data.action, weights=y, minlength=data.n_actions)
-        o = _logit(float(y.mean()))
+        o = logit(float(y.mean()))
         if self.l2 == 0:
             self.rates = np.clip(np.where(n > 0, c / np.maximum(n, 1), y.mean()), EPS, 1 - EPS)
             return self
         b = np.zeros(data.n_actions)
         for _ in range(100):  # Newton on the convex 1-D problems, all promotions at once
-            p = _sigmoid(o + b)
+            p = sigmoid(o + b)
             step = (n * p - c + self.l2 * b) / (n * p * (1 - p) + self.l2)
             b -= step
             if np.max(np.abs(step)) < 1e-12:
                 break
-        self.rates = _sigmoid(o + b)
+        self.rates = sigmoid(o + b)
         return self
 
     def predict_log(self, data: LoggedData) -> np.ndarray:
@@ -109,7 +98,7 @@ class LogisticRegression:
         y = np.asarray(y, dtype=np.float64)
         xi = np.hstack([np.ones((len(x), 1)), x])
         beta = np.zeros(xi.shape[1])
-        beta[0] = _logit(float(y.mean()))
+        beta[0] = logit(float(y.mean()))
         pen = np.full(xi.shape[1], self.l2)
         pen[0] = 0.0
 
@@ -119,7 +108,7 @@ class LogisticRegression:
 
         f = objective(beta)
         for it in range(1, self.max_iter + 1):
-            p = _sigmoid(xi @ beta)
+            p = sigmoid(xi @ beta)
             grad = xi.T @ (p - y) + pen * beta
             hess = (xi * (p * (1 - p))[:, None]).T @ xi + np.diag(pen) + 1e-10 * np.eye(len(beta))
             step = np.linalg.solve(hess, grad)
@@ -139,7 +128,7 @@ class LogisticRegression:
     def predict_arrays(self, x: np.ndarray) -> np.ndarray:
         if self.coef is None:
             raise ValueError("LogisticRegression.predict called before fit")
-        return _sigmoid(self.intercept + np.asarray(x, dtype=np.float64) @ self.coef)
+        return sigmoid(self.intercept + np.asarray(x, dtype=np.float64) @ self.coef)
 
     def predict_log(self, data: LoggedData) -> np.ndarray:
         return self.predict_arrays(self.design(data))
@@ -214,16 +203,18 @@ def model_report(model: ResponseModel, split: Split, out_dir: str | Path, n_bins
         "base rate (reference)": np.full(len(y), float(train.reward(reward).mean())),
     }
     rows, curves = {}, {}
+    model_ll = log_loss(y, preds["response model"])
     for name, p in preds.items():
         rel = reliability(y, p, n_bins, strategy)
         lo, hi = paired_bootstrap_ci(y, p, preds["response model"], n_boot, seed)
+        ll = log_loss(y, p)
         rows[name] = {
-            "log_loss": log_loss(y, p),
+            "log_loss": ll,
             "auc": auc(y, p),
-            "ece": expected_calibration_error(y, p, n_bins, strategy),
+            "ece": rel.ece,
             "brier": float(np.mean((p - y) ** 2)),
             "mean_pred": float(np.mean(p)),
-            "ll_minus_model": log_loss(y, p) - log_loss(y, preds["response model"]),
+            "ll_minus_model": ll - model_ll,
             "ci95_low": lo,
             "ci95_high": hi,
         }

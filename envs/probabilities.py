@@ -2,7 +2,22 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+
+EPS = 1e-6  # logit clips probabilities to [EPS, 1 - EPS]
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    """Logistic function, overflow-free (via tanh)."""
+    return 0.5 * (1.0 + np.tanh(0.5 * z))
+
+
+def logit(p: float, eps: float = EPS) -> float:
+    """log(p / (1 - p)) of p clipped to [eps, 1 - eps]."""
+    p = min(max(p, eps), 1 - eps)
+    return math.log(p / (1 - p))
 
 
 def softmax(z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:

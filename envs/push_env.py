@@ -42,6 +42,7 @@ import numpy as np
 from gymnasium import spaces
 
 from pushrl.envs.env_config import REWARD_CHAIN, PushEnvConfig, Shop
+from pushrl.envs.probabilities import sigmoid
 from pushrl.envs.response import ResponseFunction
 
 NEVER = 1e9  # days since last push of a user never pushed
@@ -246,7 +247,7 @@ class PushDynamics:
             h = h + same[users, slots]
         diversity = np.bincount(users, weights=1.0 / (1.0 + h), minlength=n)
         who = np.flatnonzero(pushed)
-        p_unsub = 0.5 * (1.0 + np.tanh(0.5 * (c.churn_logit + c.churn_slope * recent[who])))
+        p_unsub = sigmoid(c.churn_logit + c.churn_slope * recent[who])
         unsub = np.zeros(n, dtype=bool)
         unsub[who] = rng.random(len(who)) < p_unsub
         objective = info[c.objective]

@@ -49,9 +49,10 @@ from pushrl.envs.atomic import write_json, write_with
 from pushrl.envs.catalogue import Catalogue
 from pushrl.envs.features import ContextEncoder
 from pushrl.envs.logged_data import LoggedData
+from pushrl.envs.probabilities import logit
+from pushrl.envs.schema import BINARY_REWARDS
 
 FORMAT_VERSION = 1
-BINARY = ("click", "conversion", "visit")
 CHUNK = 262_144
 
 
@@ -220,7 +221,7 @@ def _reward_chain(data: LoggedData) -> list[tuple[str, str | None, str]]:
     prev = None
     for i, r in enumerate(data.reward_names):
         values = data.reward(r)
-        binary = r in BINARY or bool(np.isin(values, (0.0, 1.0)).all())
+        binary = r in BINARY_REWARDS or bool(np.isin(values, (0.0, 1.0)).all())
         if i > 0 and chain[-1][2] == "log":
             raise ValueError(f"reward {r!r} follows the continuous reward {prev!r}; only the last reward may be continuous")
         if i == 0 and not binary:
@@ -426,7 +427,7 @@ class ResponseModel:
             wr = tr.w.numpy()[mask].astype(np.float64)
             mean = float(np.sum(wr * yr) / np.sum(wr)) if mask.any() else (0.5 if link == "logit" else 1.0)
             scale = 1.0 if link == "logit" else max(mean, 1e-12)
-            off = math.log(min(max(mean, 1e-6), 1 - 1e-6) / (1 - min(max(mean, 1e-6), 1 - 1e-6))) if link == "logit" else 0.0
+            off = logit(mean) if link == "logit" else 0.0
             head = _Head(encoder.n_features, z.shape[1], cat.n_actions, train.n_positions, config.embedding_dim, link,
                          config.context_clip)
             head.init_(config.init_std, gen, off)

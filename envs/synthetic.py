@@ -21,7 +21,7 @@ import pandas as pd
 
 from pushrl.envs.catalogue import Catalogue
 from pushrl.envs.logged_data import LoggedData
-from pushrl.envs.probabilities import softmax
+from pushrl.envs.probabilities import sigmoid, softmax
 from pushrl.envs.schema import LogSchema
 
 LOGGING_POLICIES = ("uniform", "softmax", "epsilon_greedy", "deterministic")
@@ -68,10 +68,6 @@ class SyntheticConfig:
             raise ValueError("SyntheticConfig.fatigue and position_decay must be >= 0")
 
 
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * z))
-
-
 @dataclass(frozen=True, eq=False)
 class SyntheticTruth:
     """The parameters logs were drawn from; computes true expected rewards."""
@@ -113,10 +109,10 @@ class SyntheticTruth:
         unknown = set(rewards) - {"click", "conversion", "revenue"}
         if unknown:
             raise ValueError(f"reward must be 'click', 'conversion' or 'revenue', got {sorted(unknown)}")
-        p_click = _sigmoid(self.click_logits(x, segment, recent, position))
+        p_click = sigmoid(self.click_logits(x, segment, recent, position))
         out = {"click": p_click}
         if "conversion" in rewards or "revenue" in rewards:
-            out["conversion"] = p_click * _sigmoid(self.config.conv_base + x @ self.conv_weights)[:, None]
+            out["conversion"] = p_click * sigmoid(self.config.conv_base + x @ self.conv_weights)[:, None]
             out["revenue"] = out["conversion"] * self.revenue_mean[None, :]
         return {r: out[r] for r in rewards}
 
@@ -231,9 +227,9 @@ def simulate_rows(truth: SyntheticTruth, seed_offset: int = 0) -> pd.DataFrame:
         action[sl] = chosen
         propensity[sl] = probs[np.arange(len(chosen)), chosen]
         logits = truth.click_logits(x[sl], seg[sl], recent[sl], position[sl])
-        p_click[sl] = _sigmoid(logits[np.arange(len(chosen)), chosen])
+        p_click[sl] = sigmoid(logits[np.arange(len(chosen)), chosen])
     click = (rng.random(n) < p_click).astype(np.float64)
-    p_conv = _sigmoid(c.conv_base + x @ truth.conv_weights)
+    p_conv = sigmoid(c.conv_base + x @ truth.conv_weights)
     conversion = click * (rng.random(n) < p_conv)
     mu = np.log(truth.revenue_mean[action]) - REVENUE_SIGMA**2 / 2
     revenue = conversion * np.round(rng.lognormal(mu, REVENUE_SIGMA), 2)

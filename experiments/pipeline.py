@@ -22,6 +22,7 @@ from pushrl.envs.logged_data import LoggedData
 from pushrl.envs.model_report import model_report
 from pushrl.envs.objectives import Objective, make_objective
 from pushrl.envs.response_model import ResponseModel, ResponseModelConfig
+from pushrl.envs.schema import BINARY_REWARDS
 from pushrl.envs.split import Split
 from pushrl.experiments import plots
 from pushrl.experiments.agents import (
@@ -233,7 +234,7 @@ def run_dataset(cfg: DictConfig, data: LoggedData, split: Split, default_objecti
         test = online_test_section(cfg, evaluations[candidate], rec, float(sim.loc[candidate, "simulator_value"]),
                                    float(sim.loc["logging", "simulator_value"]) if "logging" in sim.index
                                    else float(logging_value.value),
-                                   binary=objective.name in ("click", "conversion", "visit"),
+                                   binary=objective.name in BINARY_REWARDS,
                                    plot_path=out_dir / "power.png", title=f"{key}: power of the A/B test of {candidate}")
         run.add_section(f"{key}: the online A/B test that would confirm `{candidate}`", test.markdown)
         run.add_metrics(f"{key}/abtest", test.metrics)
