@@ -153,7 +153,7 @@ def evaluate_policy(
     estimates = estimate_intervals({**estimators, LOGGING: OnPolicyMean()}, inputs, n_bootstrap=n_bootstrap,
                                    alpha=alpha, seed=seed)  # one pass: every estimator and the logging value
     logging = estimates.pop(LOGGING)
-    diag = support_diagnostics(action_dist=action_dist, action=action, pscore=pscore, position=position, tau=tau)
+    diag = support_diagnostics(inputs=inputs, tau=tau)  # the inputs validated once above
     # cold start: promotions with no logged row here cannot be valued by the IPS family
     logged_rows = np.bincount(np.asarray(action), minlength=action_dist.shape[1])
     unsupported = np.flatnonzero(logged_rows == 0)

@@ -98,3 +98,16 @@ def test_thresholds_are_checked(field: str) -> None:
     data = log(10, seed=4, sharpness=1.0)
     with pytest.raises(ValueError, match=field):
         support_diagnostics(**data, **{field: -0.5})
+
+
+def test_validated_inputs_give_the_same_diagnostics_without_a_second_check() -> None:
+    from pushrl.policies.ope import OPEInputs
+
+    data = log(300, seed=3, sharpness=1.0)
+    arrays = {k: data[k] for k in ("action_dist", "action", "pscore", "position")}
+    a = support_diagnostics(**arrays, tau=0.05)
+    b = support_diagnostics(inputs=OPEInputs(**arrays), tau=0.05)
+    assert (a.effective_sample_size, a.max_weight, a.low_support_mass) == (
+        b.effective_sample_size, b.max_weight, b.low_support_mass)
+    with pytest.raises(ValueError, match="either inputs or the arrays"):
+        support_diagnostics(inputs=OPEInputs(**arrays), action=data["action"])

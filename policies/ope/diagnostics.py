@@ -48,10 +48,11 @@ def _check_fraction(name: str, value: float) -> None:
 
 def support_diagnostics(
     *,
-    action_dist: np.ndarray,
-    action: np.ndarray,
-    pscore: np.ndarray,
+    action_dist: np.ndarray | None = None,
+    action: np.ndarray | None = None,
+    pscore: np.ndarray | None = None,
     position: np.ndarray | None = None,
+    inputs: OPEInputs | None = None,
     logging_action_dist: np.ndarray | None = None,
     tau: float = 0.01,
     min_ess_fraction: float = 0.05,
@@ -59,6 +60,8 @@ def support_diagnostics(
 ) -> SupportDiagnostics:
     """Diagnose the importance weights of `action_dist` on a log (shapes as in `estimators`).
 
+    inputs: already validated OPEInputs instead of the four arrays (no second validation; their
+        cached importance weights are reused).
     logging_action_dist: (n, A, L) pi_b, optional; makes the low-support mass exact.
     tau: a logging propensity below this counts as low support.
     min_ess_fraction: warn when ESS < min_ess_fraction * n.
@@ -67,7 +70,11 @@ def support_diagnostics(
     _check_fraction("tau", tau)
     _check_fraction("min_ess_fraction", min_ess_fraction)
     _check_fraction("max_low_support_mass", max_low_support_mass)
-    inputs = OPEInputs(action_dist=action_dist, action=action, pscore=pscore, position=position)
+    if inputs is None:
+        inputs = OPEInputs(action_dist=action_dist, action=action, pscore=pscore, position=position)
+    elif action_dist is not None or action is not None or pscore is not None or position is not None:
+        raise ValueError("give either inputs or the arrays (action_dist, action, pscore, position), not both")
+    inputs.require("support_diagnostics", "action", "pscore")
     n = inputs.n_rounds
     w = inputs.importance_weight
     total = float(np.sum(w))

@@ -133,7 +133,6 @@ class BaseEstimator(ABC):
         inputs = OPEInputs(
             action_dist, reward, action, pscore, position, estimated_rewards_by_reg_model, n_actions
         )
-        self.row_terms(inputs)  # fail on missing arrays before any resampling
         result = estimate_intervals(
             {self.name: self}, inputs, n_bootstrap=n_bootstrap, alpha=alpha, seed=seed
         )
