@@ -65,9 +65,15 @@ def replay_fidelity(
     logged_reward: np.ndarray,
     reward: str,
     alpha: float = 0.05,
+    predictions: Mapping[str, np.ndarray] | None = None,
 ) -> pd.DataFrame:
-    """Logged mean reward (with CI) vs the simulator's replay of the logging policy, overall and per position."""
-    sim = simulated_value(response, contexts, recent_pushes, position, logging_probabilities, reward)
+    """Logged mean reward (with CI) vs the simulator's replay of the logging policy, overall and per position.
+
+    predictions: `response.predict(contexts, recent_pushes, position)` if the caller already has it
+    (then `response` is not asked again; one prediction serves every reward).
+    """
+    q = (predictions if predictions is not None else response.predict(contexts, recent_pushes, position))[reward]
+    sim = np.sum(logging_probabilities * q, axis=1)
     rows = []
     scopes = [("overall", np.ones(len(position), bool))]
     if len(np.unique(position)) > 1:
@@ -81,20 +87,21 @@ def replay_fidelity(
 
 
 def synthetic_fidelity(
-    learned: ResponseFunction,
-    truth: ResponseFunction,
-    contexts: np.ndarray,
-    recent_pushes: np.ndarray,
-    position: np.ndarray,
+    learned_q: np.ndarray,
+    true_q: np.ndarray,
     policies: Mapping[str, np.ndarray],
-    reward: str,
     tolerance: float = 0.10,
 ) -> pd.DataFrame:
-    """Simulated (learned) vs true value of each policy's (n, A) probabilities on the same rows."""
+    """Simulated (learned) vs true value of each policy's (n, A) probabilities on the same rows.
+
+    learned_q / true_q: (n, A) expected reward of every action by the learned simulator and by the
+    truth, each predicted once from its own encoding of the rows.
+    """
     rows = []
     for name, probs in policies.items():
-        sim = float(simulated_value(learned, contexts, recent_pushes, position, probs, reward).mean())
-        true = float(simulated_value(truth, contexts, recent_pushes, position, probs, reward).mean())
+        sim = float(np.sum(probs * learned_q, axis=1).mean())
+        true = float(np.sum(probs * true_q, axis=1).mean())
         rel = abs(sim - true) / abs(true) if true != 0 else float("inf")
-        rows.append({"policy": name, "simulated": sim, "true": true, "relative_error": rel, "within_tolerance": rel <= tolerance})
+        rows.append({"policy": name, "simulated": sim, "true": true, "relative_error": rel,
+                     "within_tolerance": rel <= tolerance})
     return pd.DataFrame(rows)

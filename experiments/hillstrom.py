@@ -143,13 +143,15 @@ def _uplift_policies(outcomes_t: TLearner, pooled: ResponseModel, encoder, objec
 def hillstrom_section(cfg: DictConfig, *, data: LoggedData, split: Split, model: ResponseModel, objective: Objective,
                       policies: dict[str, Policy], features_test: np.ndarray, key: str, run: RunFolder, seed: int,
                       say: Callable[[str], Any], n_folds: int = N_FOLDS,
-                      fidelity_epochs: int = FIDELITY_EPOCHS) -> dict[str, Any]:
+                      fidelity_epochs: int = FIDELITY_EPOCHS,
+                      test_predictions: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
     """Add the Hillstrom report sections under `key` and return (and record in `run` under
     `{key}/hillstrom/...`) the headline metrics.
 
     `model` is the pipeline's response model (fitted on `split.train`), `policies` the
     pipeline's trained agents by name and `features_test` the (n_test, d + 1) matrix they take
     (`model.encode(split.test)` plus an intercept column). Files go to `run.path(key, ...)`.
+    `test_predictions`: `model`'s predictions for `split.test` if the caller has them (not recomputed).
     """
     start = time.perf_counter()
     _check_hillstrom(data)
@@ -173,8 +175,10 @@ def hillstrom_section(cfg: DictConfig, *, data: LoggedData, split: Split, model:
     # 2. OPE on the test split, every policy x every objective -----------------------------------
     t = time.perf_counter()
     fixed = {name: np.asarray(p.action_probabilities(features_test), dtype=np.float64) for name, p in policies.items()}
-    x_test, recent_test = model.encode(test)
-    pred_test = model.predict(x_test, recent_test, test.position)
+    if test_predictions is None:
+        x_test, recent_test = model.encode(test)
+        test_predictions = model.predict(x_test, recent_test, test.position)
+    pred_test = test_predictions
     settings = EstimatorSettings(clip=cfg.eval.clip, switch_threshold=cfg.eval.switch_threshold,
                                  dros_lambda=cfg.eval.dros_lambda)
     kinds: dict[str, str] = {n: "agent" for n in fixed} | {T_LEARNER: "uplift", UPLIFT_PAYS: "uplift"} | {n: "always" for n in ALWAYS}

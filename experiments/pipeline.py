@@ -99,10 +99,11 @@ def run_dataset(cfg: DictConfig, data: LoggedData, split: Split, default_objecti
 
     # 2. simulator fidelity (held-out test rows) -------------------------------------------------
     x_test, recent_test = model.encode(split.test)
+    pred_test = model.predict(x_test, recent_test, split.test.position)  # once: fidelity, simulator value, OPE
     logging_p = _logging_probabilities(data)
     fid = pd.concat([
         replay_fidelity(model, x_test, recent_test, split.test.position, np.tile(logging_p, (split.test.n_rounds, 1)),
-                        split.test.reward(r), r, alpha=cfg.eval.alpha).assign(reward=r)
+                        split.test.reward(r), r, alpha=cfg.eval.alpha, predictions=pred_test).assign(reward=r)
         for r in model.reward_names], ignore_index=True)
     fid["scope"] = fid["reward"] + ": " + fid["scope"]
     write_text(out_dir / "fidelity.csv", fid.to_csv(index=False))
@@ -160,7 +161,7 @@ def run_dataset(cfg: DictConfig, data: LoggedData, split: Split, default_objecti
         write_text(out_dir / "regret.csv", pd.DataFrame({n: r[:: max(1, len(r) // 200)] for n, r in regrets.items()}).to_csv())
 
     # 4. simulator value and OPE on the held-out test split ---------------------------------------
-    q_test = objective.expected(model.predict(x_test, recent_test, split.test.position), data.action_ids)
+    q_test = objective.expected(pred_test, data.action_ids)
     eval_reward = objective.logged(split.test)
     q_hat = to_action_dist(q_test, data.n_positions) if data.n_positions == 1 else np.stack(
         [objective.expected(model.predict(x_test, recent_test, np.full(split.test.n_rounds, k)), data.action_ids)
@@ -259,7 +260,7 @@ def run_dataset(cfg: DictConfig, data: LoggedData, split: Split, default_objecti
         say(f"[bold]{key}[/bold]: uplift baselines, Qini curves and cross-fitted fidelity ...")
         hillstrom_section(cfg, data=data, split=split, model=model, objective=objective,
                           policies={n: a.policy for n, a in agents.items()}, features_test=f_test,
-                          key=key, run=run, seed=cfg.seed, say=say)
+                          key=key, run=run, seed=cfg.seed, say=say, test_predictions=pred_test)
     return DatasetResult(key, objective.name, chosen, evaluations, sim)
 
 

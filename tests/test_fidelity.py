@@ -54,8 +54,10 @@ def test_synthetic_fidelity_within_ten_percent(fitted):
     }
     policies["biased (worst half)"] /= policies["biased (worst half)"].sum(axis=1, keepdims=True)
     # the learned model and the truth see their own encodings of the same rows
-    learned_vals = synthetic_fidelity(model, model, lc, lr, pos, policies, "click")["simulated"]
-    true_vals = synthetic_fidelity(TrueResponse(truth), TrueResponse(truth), tc, recent, pos, policies, "click")["true"]
+    table = synthetic_fidelity(model.predict(lc, lr, pos)["click"], q_true, policies)
+    learned_vals, true_vals = table["simulated"], table["true"]
+    for name, p in policies.items():  # against the per-row formula
+        assert table.set_index("policy").loc[name, "true"] == pytest.approx(float((p * q_true).sum(axis=1).mean()))
     rel = np.abs(learned_vals.to_numpy() - true_vals.to_numpy()) / true_vals.to_numpy()
     assert np.all(rel < 0.10), rel
     # the greedy policy really is better, so the check is not vacuous
