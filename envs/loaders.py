@@ -7,7 +7,7 @@ memory is validated without being loaded whole; `load_log` keeps them.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 from pushrl.envs.catalogue import Catalogue
 from pushrl.envs.errors import LoggedDataError
-from pushrl.envs.logged_data import LoggedData
+from pushrl.envs.logged_data import LoggedData, catalogue_from_log
 from pushrl.envs.schema import LogSchema
 from pushrl.envs.validation import ResolvedColumns, resolve_features, validate_chunk
 
@@ -79,18 +79,26 @@ def load_catalogue(path: str | os.PathLike[str], id_column: str = "action", **cs
     return Catalogue.from_frame(frame, id_column=id_column, source=str(path))
 
 
-def _collect_ids(path: str | os.PathLike[str], schema: LogSchema, chunksize: int) -> Catalogue:
-    """One streaming pass over the action column: a feature-less catalogue of the ids seen."""
+def _collect_ids(chunks: Iterable[pd.DataFrame], schema: LogSchema, source: str) -> Catalogue:
+    """One pass over the action column of raw chunks: a feature-less catalogue of the ids seen."""
     seen: set = set()
-    for chunk in read_table_chunks(path, chunksize):
+    for chunk in chunks:
         if schema.action not in chunk.columns:
-            raise LoggedDataError("missing required column", column=schema.action, expected="a promotion id column", source=str(path))
+            raise LoggedDataError("missing required column", column=schema.action, expected="a promotion id column",
+                                  source=source)
         seen.update(chunk[schema.action].dropna().unique().tolist())
-    try:
-        ids = sorted(seen)
-    except TypeError:
-        ids = sorted(seen, key=str)
-    return Catalogue.from_ids(ids)
+    return catalogue_from_log(pd.DataFrame({schema.action: list(seen)}), schema, source)
+
+
+def _validate_chunks(raw_chunks: Iterable[pd.DataFrame], schema: LogSchema, catalogue: Catalogue, source: str
+                     ) -> Iterator[tuple[pd.DataFrame, ResolvedColumns, Catalogue]]:
+    resolved: ResolvedColumns | None = None
+    offset = 0
+    for raw in raw_chunks:
+        if resolved is None:
+            resolved = resolve_features(raw, schema, source)
+        yield validate_chunk(raw.reset_index(drop=True), schema, resolved, catalogue, source, offset), resolved, catalogue
+        offset += len(raw)
 
 
 def iter_log_chunks(
@@ -99,17 +107,13 @@ def iter_log_chunks(
     catalogue: Catalogue | None = None,
     chunksize: int = DEFAULT_CHUNKSIZE,
 ) -> Iterator[tuple[pd.DataFrame, ResolvedColumns, Catalogue]]:
-    """Validated canonical chunks (row index = row number in the file), bounded memory."""
+    """Validated canonical chunks (row index = row number in the file), bounded memory.
+
+    Without a catalogue the file is streamed twice: once for the ids, once to validate."""
     schema = schema or LogSchema()
     if catalogue is None:
-        catalogue = _collect_ids(path, schema, chunksize)
-    resolved: ResolvedColumns | None = None
-    offset = 0
-    for raw in read_table_chunks(path, chunksize):
-        if resolved is None:
-            resolved = resolve_features(raw, schema, str(path))
-        yield validate_chunk(raw.reset_index(drop=True), schema, resolved, catalogue, str(path), offset), resolved, catalogue
-        offset += len(raw)
+        catalogue = _collect_ids(read_table_chunks(path, chunksize), schema, str(path))
+    yield from _validate_chunks(read_table_chunks(path, chunksize), schema, catalogue, str(path))
 
 
 def load_log(
@@ -123,7 +127,14 @@ def load_log(
     """Load and validate a whole log (CSV or Parquet). Raises LoggedDataError."""
     if isinstance(catalogue, (str, os.PathLike)):
         catalogue = load_catalogue(catalogue)
-    chunks = list(iter_log_chunks(path, schema, catalogue, chunksize))  # never empty: empty files are refused
+    schema = schema or LogSchema()
+    if catalogue is None:  # the ids come from the rows: read the file once, keep the raw chunks for validation
+        pending = list(read_table_chunks(path, chunksize))
+        catalogue = _collect_ids(pending, schema, str(path))
+        raw_chunks: Iterable[pd.DataFrame] = (pending.pop(0) for _ in range(len(pending)))  # freed as validated
+    else:
+        raw_chunks = read_table_chunks(path, chunksize)
+    chunks = list(_validate_chunks(raw_chunks, schema, catalogue, str(path)))  # never empty: empty files are refused
     parts = [chunk for chunk, _, _ in chunks]
     _, resolved, cat = chunks[-1]
     frame = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)

@@ -84,8 +84,10 @@ def _logging_probabilities(data: LoggedData) -> np.ndarray:
 
 def run_dataset(cfg: DictConfig, data: LoggedData, split: Split, default_objective: str, run: RunFolder,
                 key: str, say, truth=None, stop_after: str | None = None) -> DatasetResult | None:
-    """stop_after: None (everything), "fit" (model report + fidelity), "train" (no export, no A/B section)."""
-    """The pipeline on one dataset; adds its report sections and metrics under `key`."""
+    """The pipeline on one dataset; adds its report sections and metrics under `key`.
+
+    stop_after: None (everything), "fit" (model report + fidelity), "train" (no export, no A/B section).
+    """
     torch.set_num_threads(1)
     objective = resolve_objective(cfg.objective, data, default_objective)
     out_dir = run.path(key)
@@ -112,12 +114,7 @@ def run_dataset(cfg: DictConfig, data: LoggedData, split: Split, default_objecti
                                                       "inside_ci": bool(r["inside_ci"])} for r in fid.to_dict("records")})
 
     if stop_after == "fit":
-        model_md = [report.to_markdown(), "", f"![calibration]({key}/reliability.png)", *cold_start_note(model)]
-        run.add_section(f"{key}: response model (held-out test split)", "\n".join(model_md))
-        fid_md = ["| scope | rows | logged [95% CI] | simulated | inside CI |", "|---|---|---|---|---|"]
-        fid_md += [f"| {r['scope']} | {r['rows']:,} | {_fmt(r['logged'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}] | "
-                   f"{_fmt(r['simulated'])} | {'yes' if r['inside_ci'] else '**no**'} |" for r in fid.to_dict("records")]
-        run.add_section(f"{key}: simulator fidelity (logging policy replayed on held-out rows)", "\n".join(fid_md))
+        _model_and_fidelity_sections(run, key, report, fid, cold_start_note(model))
         return None
 
     # 3. agents --------------------------------------------------------------------------------
@@ -318,6 +315,18 @@ def _fmt(x: float) -> str:
     return f"{x:.5g}"
 
 
+def _model_and_fidelity_sections(run: RunFolder, key: str, report, fid: pd.DataFrame, cold_start: list[str]) -> None:
+    """The report's simulator-fidelity and response-model sections (every command that fits a model)."""
+    fid_md = ["| scope | rows | logged [95% CI] | simulated | inside CI |", "|---|---|---|---|---|"]
+    for r in fid.to_dict("records"):
+        fid_md.append(f"| {r['scope']} | {r['rows']:,} | {_fmt(r['logged'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}] | "
+                      f"{_fmt(r['simulated'])} | {'yes' if r['inside_ci'] else '**no**'} |")
+    fid_md += ["", f"![fidelity]({key}/fidelity.png)"]
+    run.add_section(f"{key}: simulator fidelity (logging policy replayed on held-out rows)", "\n".join(fid_md))
+    model_md = [report.to_markdown(), "", f"![calibration]({key}/reliability.png)", *cold_start]
+    run.add_section(f"{key}: response model (held-out test split)", "\n".join(model_md))
+
+
 def _report_sections(run: RunFolder, key: str, data: LoggedData, split: Split, objective: Objective, report,
                      fid: pd.DataFrame, sim: pd.DataFrame, evaluations: dict[str, PolicyEvaluation], rec: str,
                      chosen: str, why: str, has_curves: bool, artifacts: dict[str, Path], cold_start: list[str]) -> None:
@@ -347,14 +356,7 @@ def _report_sections(run: RunFolder, key: str, data: LoggedData, split: Split, o
            f"({split.test.n_rounds:,} rows, objective `{objective.name}`). All seven estimators per policy: `{key}/ope.csv`; "
            f"one `evaluation.json` per policy in `{key}/evaluations/`.", "", f"![OPE]({key}/ope.png)"]
     run.add_section(f"{key}: which policy to ship", "\n".join(md))
-    fid_md = ["| scope | rows | logged [95% CI] | simulated | inside CI |", "|---|---|---|---|---|"]
-    for r in fid.to_dict("records"):
-        fid_md.append(f"| {r['scope']} | {r['rows']:,} | {_fmt(r['logged'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}] | "
-                      f"{_fmt(r['simulated'])} | {'yes' if r['inside_ci'] else '**no**'} |")
-    fid_md += ["", f"![fidelity]({key}/fidelity.png)"]
-    run.add_section(f"{key}: simulator fidelity (logging policy replayed on held-out rows)", "\n".join(fid_md))
-    model_md = [report.to_markdown(), "", f"![calibration]({key}/reliability.png)", *cold_start]
-    run.add_section(f"{key}: response model (held-out test split)", "\n".join(model_md))
+    _model_and_fidelity_sections(run, key, report, fid, cold_start)
     if has_curves:
         extra = f"\n\n![regret]({key}/regret.png)" if (run.root / key / "regret.png").exists() else ""
         run.add_section(f"{key}: learning curves", f"![learning curves]({key}/learning_curves.png){extra}")
