@@ -247,7 +247,7 @@ class PushDynamics:
             h = h + same[users, slots]
         diversity = np.bincount(users, weights=1.0 / (1.0 + h), minlength=n)
         who = np.flatnonzero(pushed)
-        p_unsub = sigmoid(c.churn_logit + c.churn_slope * recent[who])
+        p_unsub = self.unsubscribe_probability(recent[who])
         unsub = np.zeros(n, dtype=bool)
         unsub[who] = rng.random(len(who)) < p_unsub
         objective = info[c.objective]
@@ -272,10 +272,18 @@ class PushDynamics:
             out = self._predict(state.context[users], seen, slots)
             flat = np.arange(m) * self.shop.n_actions + items
             q = {r: np.asarray(out[r], dtype=np.float64).reshape(-1)[flat] for r in self.outcomes}
+        scale = self.fatigue_scale(recent)
+        return {r: v * scale for r, v in q.items()}
+
+    def unsubscribe_probability(self, recent: np.ndarray) -> np.ndarray:
+        """P(unsubscribe | pushed) given the pushes in the fatigue window (churn rule)."""
+        return sigmoid(self.config.churn_logit + self.config.churn_slope * recent)
+
+    def fatigue_scale(self, recent: np.ndarray) -> np.ndarray:
+        """Multiplier of every expected outcome given recent pushes (1 unless fatigue_mode is multiplicative)."""
         if self.fatigue_mode == "multiplicative":
-            scale = self.config.fatigue_factor ** recent
-            q = {r: v * scale for r, v in q.items()}
-        return q
+            return self.config.fatigue_factor ** recent
+        return np.ones_like(recent, dtype=np.float64)
 
     def _update(self, state: UserBatch, users: np.ndarray, flat: np.ndarray, pushed: np.ndarray,
                 clicks: np.ndarray) -> None:

@@ -245,10 +245,9 @@ class MyopicGreedy(BasePolicy):
         seen = recent if dyn.fatigue_mode == "response" else np.zeros(n)
         pred = dyn.response.predict(obs[:, :d].astype(np.float64), seen, np.zeros(n, dtype=np.int64))
         q = np.asarray(pred[c.objective], dtype=np.float64)[:, dyn.promotion_index]
-        if dyn.fatigue_mode == "multiplicative":
-            q = q * c.fatigue_factor ** recent[:, None]
+        q = q * dyn.fatigue_scale(recent)[:, None]  # the env's own rules, so this baseline knows them exactly
         novelty = 1.0 / (1.0 + obs[:, d + 3 + self._cats].astype(np.float64))
-        p_unsub = 0.5 * (1.0 + np.tanh(0.5 * (c.churn_logit + c.churn_slope * recent)))
+        p_unsub = dyn.unsubscribe_probability(recent)
         push = q + self.lam * novelty - c.push_cost - c.unsubscribe_penalty * p_unsub[:, None]
         push[obs[:, -1] > 0.5] = -np.inf  # cap hit: a push would be refused
         if self.max_recent is not None:

@@ -51,7 +51,7 @@ class ExternalPolicy:
         return np.asarray(self.action_dist[rows], dtype=np.float64)
 
 
-def check_action_dist(
+def check_policy_file(
     dist: np.ndarray, n_rounds: int, n_actions: int, n_positions: int, name: str = "action_dist"
 ) -> None:
     """Shape against this log, then values chunk by chunk (works on memmaps; see `check_distribution_values`)."""
@@ -105,5 +105,5 @@ def load_external_policy(
         dist = _from_long(pd.read_csv(p), n_rounds, n_actions, n_positions, name)
     else:
         raise ValueError(f"policy file {p}: unsupported extension {suffix!r}; expected .npy, .parquet or .csv")
-    check_action_dist(dist, n_rounds, n_actions, n_positions, name=name)
+    check_policy_file(dist, n_rounds, n_actions, n_positions, name=name)
     return ExternalPolicy(dist, name=p.stem)
