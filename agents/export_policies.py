@@ -2,20 +2,30 @@
 
 Agents in `pushrl run` see the response model's encoded context plus an
 intercept column; the serving runtime feeds the ONNX model the encoded context
-only, so every scorer appends the intercept itself. What is exported:
+only, so every scorer appends the intercept itself. What is exported, and so what
+`served_policy` returns for OPE to score (the artifact's probabilities, exactly):
 
-    epsilon_greedy  linear scores θᵀx, runtime ε-greedy (exact)
-    softmax         linear scores θᵀx, runtime softmax at the same temperature (exact)
-    linucb          θᵀx + α·sqrt(xᵀA⁻¹x), runtime greedy (exact)
-    lints           posterior mean θᵀx, runtime greedy: Thompson sampling's randomisation
-                    is not reproduced in ONNX (stated in the manifest's training_config)
-    neural_linear   MLP representation, then the last layer's posterior mean, runtime greedy (same caveat)
+    epsilon_greedy  linear scores θᵀx, runtime ε-greedy: served with its sampling and true propensities
+    softmax         linear scores θᵀx, runtime softmax at the same temperature: served with its sampling
+    linucb          θᵀx + α·sqrt(xᵀA⁻¹x), runtime greedy (LinUCB is deterministic: exact)
+    lints           posterior mean θᵀx, runtime greedy: evaluated and served as that greedy policy
+                    (`GreedyPosteriorMean`), not as Thompson sampling (see below)
+    neural_linear   MLP representation, then the last layer's posterior mean, runtime greedy (as lints)
     linucb_shared   feature-based: θᵀφ(x, z_a) + α·sqrt(φᵀA⁻¹φ) over the catalogue's action features z,
                     a second ONNX input, so the runtime scores a new catalogue without retraining (exact)
-    lints_shared    feature-based posterior mean θᵀφ(x, z_a), runtime greedy (the TS caveat above)
+    lints_shared    feature-based posterior mean θᵀφ(x, z_a), runtime greedy (as lints)
     SB3 PPO/A2C/DQN `export_sb3`: their action probabilities over the env's observation; the manifest's
                     input fields are the observation's named columns and the last action is "push nothing"
-    uniform / logging / most_popular   their constant probabilities (exact)
+    uniform / logging / most_popular   their constant probabilities (exact; a context-dependent
+                    logging policy given as a callable cannot be exported and is refused)
+
+Why Thompson sampling ships greedy: its true propensities (the chance each action's
+posterior draw is the largest) have no closed form beyond two actions. The bandits'
+own `action_probabilities` are exact for a stand-in policy that picks one of `n_mc`
+fixed draws, but reproducing it in ONNX means an argmax over `n_mc` float32 draws per
+row, where a near-tie that float32 rounding resolves differently in torch and in
+onnxruntime moves a probability by 1/n_mc: no 1e-5 parity. So a TS agent is scored by OPE as the greedy posterior-mean
+policy its artifact serves with propensity 1, and its training is unchanged.
 """
 
 from __future__ import annotations
@@ -32,8 +42,16 @@ from pushrl.agents.bandits.neural import NeuralLinear
 from pushrl.agents.export import LinearUCBScorer, export_scorer
 from pushrl.envs.features import ContextEncoder
 from pushrl.policies.artifact import CatalogueSpec, Exploration
-from pushrl.policies.baselines import LoggingPolicyReplay, MostPopular, UniformRandom
-from pushrl.policies.policy import Policy
+from pushrl.policies.baselines import (
+    LoggingPolicyReplay,
+    MostPopular,
+    UniformRandom,
+    greedy_probabilities,
+)
+from pushrl.policies.policy import BasePolicy, Policy
+
+EXPORTABLE = ("epsilon_greedy, softmax, linucb, lints, linucb_shared, lints_shared, neural_linear, uniform, logging, "
+              "most_popular (SB3: export_sb3)")
 
 
 class WithIntercept(torch.nn.Module):
@@ -113,15 +131,67 @@ class ConstantProbabilities(torch.nn.Module):
         return x[:, :1] * 0.0 + self.p[None, :]
 
 
+class GreedyPosteriorMean(BasePolicy):
+    """Argmax of a Thompson-sampling bandit's posterior mean, ties split evenly: what its artifact serves.
+
+    bandit: a trained LinTS, SharedLinTS or NeuralLinear; read on every call, never changed, so it keeps
+    learning (and is saved) as the bandit it is.
+    """
+
+    def __init__(self, bandit: LinTS) -> None:
+        if not isinstance(bandit, LinTS):
+            raise TypeError(f"bandit must be a LinTS, SharedLinTS or NeuralLinear, got {type(bandit).__name__}")
+        self.bandit = bandit
+        self.n_features = bandit.n_features
+
+    @property
+    def n_actions(self) -> int:
+        return self.bandit.n_actions
+
+    def _probabilities(self, contexts: np.ndarray) -> np.ndarray:
+        return greedy_probabilities(self.bandit.estimates(contexts))
+
+
+def served_policy(policy: Policy) -> Policy:
+    """The Policy whose `action_probabilities` are what `export_policy(policy, ...)`'s artifact serves.
+
+    Score this with OPE and export this same object, so the shipped artifact is the evaluated policy.
+    ε-greedy, softmax, LinUCB (disjoint and shared) and the constant baselines are served exactly as
+    they are (the policy itself is returned); Thompson-sampling agents (lints, lints_shared,
+    neural_linear) are served greedy on their posterior mean, so they come back as
+    `GreedyPosteriorMean` (module docstring). Idempotent. Raises ValueError for a policy
+    `export_policy` cannot export, naming its type.
+    """
+    if isinstance(policy, GreedyPosteriorMean):
+        return policy
+    if isinstance(policy, LinTS):
+        return GreedyPosteriorMean(policy)
+    _check_exportable(policy)
+    return policy
+
+
+def _check_exportable(policy: Policy) -> None:
+    """ValueError unless `scorer_for` has an exporter for `policy`."""
+    if isinstance(policy, LoggingPolicyReplay) and policy._fn is not None:
+        raise ValueError("the logging policy is a context-dependent callable, which cannot be exported to ONNX; "
+                         "give LoggingPolicyReplay its (n_actions,) probability vector to export it")
+    if isinstance(policy, LinearBandit) and policy.shared and not isinstance(policy, LinUCB | LinTS):
+        raise ValueError(f"no exporter for a shared-feature {type(policy).__name__}")
+    known = EpsilonGreedy | Softmax | LinUCB | LinTS | UniformRandom | LoggingPolicyReplay | MostPopular
+    if not isinstance(policy, known):
+        raise ValueError(f"no exporter for policy type {type(policy).__name__}; exportable: {EXPORTABLE}")
+
+
 def scorer_for(policy: Policy) -> tuple[torch.nn.Module, Exploration, str, str]:
     """(module over encoded contexts, runtime exploration, ONNX output kind, note)."""
+    if isinstance(policy, GreedyPosteriorMean):
+        policy = policy.bandit
+    _check_exportable(policy)
     if isinstance(policy, LinearBandit) and policy.shared:
         if isinstance(policy, LinUCB):
             return SharedLinearScorer(policy, policy.alpha), Exploration(), "scores", "exact (feature-based)"
-        if isinstance(policy, LinTS):
-            return (SharedLinearScorer(policy, 0.0), Exploration(), "scores",
-                    "Thompson sampling exported as its greedy posterior-mean policy (no sampling in ONNX; feature-based)")
-        raise ValueError(f"no exporter for a shared-feature {type(policy).__name__}")
+        return (SharedLinearScorer(policy, 0.0), Exploration(), "scores",
+                "Thompson sampling exported as its greedy posterior-mean policy (no sampling in ONNX; feature-based)")
     if isinstance(policy, EpsilonGreedy):
         return WithIntercept(LinearScorer(policy.stats.theta)), Exploration("epsilon", epsilon=policy.epsilon), "scores", "exact"
     if isinstance(policy, Softmax):
@@ -135,12 +205,8 @@ def scorer_for(policy: Policy) -> tuple[torch.nn.Module, Exploration, str, str]:
     if isinstance(policy, LinTS):
         return (WithIntercept(LinearScorer(policy.stats.theta)), Exploration(), "scores",
                 "Thompson sampling exported as its greedy posterior-mean policy (no sampling in ONNX)")
-    if isinstance(policy, UniformRandom | LoggingPolicyReplay | MostPopular):
-        probs = policy.action_probabilities(np.zeros((1, policy.n_features or 1)))[0]
-        return ConstantProbabilities(probs), Exploration(), "probabilities", "exact"
-    raise ValueError(f"no exporter for policy type {type(policy).__name__}; exportable: epsilon_greedy, softmax, "
-                     "linucb, lints, linucb_shared, lints_shared, neural_linear, uniform, logging, most_popular "
-                     "(SB3: export_sb3)")
+    probs = policy.action_probabilities(np.zeros((1, policy.n_features or 1)))[0]
+    return ConstantProbabilities(probs), Exploration(), "probabilities", "exact"
 
 
 def export_policy(
@@ -157,10 +223,14 @@ def export_policy(
 ) -> Path:
     """Export a trained policy to an artifact folder (atomic; ONNX parity checked by `export_scorer`).
 
+    policy: a trained agent or its `served_policy`; both export the same artifact, whose probabilities
+        are `served_policy(policy).action_probabilities` on the same encoded contexts (plus intercept).
     catalogue: the promotion-feature encoder and raw features of `action_ids`; required for (and only
         used by) shared-feature bandits, whose encoded catalogue must equal the features they were trained on.
     """
     module, exploration, output, note = scorer_for(policy)
+    if isinstance(policy, GreedyPosteriorMean):
+        policy = policy.bandit
     shared = isinstance(module, SharedLinearScorer)
     if shared and catalogue is None:
         raise ValueError(f"{name} scores actions from their features: export it with catalogue=CatalogueSpec(...) "

@@ -26,6 +26,14 @@ class TrainedAgent:
     online_rewards: np.ndarray | None = None  # per-batch mean reward while learning in the simulator
     regret: np.ndarray | None = None  # per-decision expected regret against the simulator's best action
 
+    @property
+    def served(self) -> Policy:
+        """The policy its artifact serves (`served_policy`): score this by OPE and export this."""
+        # imported here: it loads onnx, which only evaluating and exporting need
+        from pushrl.agents.export_policies import served_policy
+
+        return served_policy(self.policy)
+
 
 def with_intercept(x: np.ndarray) -> np.ndarray:
     """What agents see: the encoded context plus a constant-1 column."""
