@@ -275,10 +275,33 @@ def apply_catalogue_file(path: str | os.PathLike[str], runtime: PolicyRuntime,
         raise ArtifactError(f"catalogue file {str(file)!r}: {exc}") from exc
 
 
+def _start_banner(runtime: PolicyRuntime, artifact: str | os.PathLike[str], host: str, port: int) -> str:
+    """What `serve` prints at start: address, routes, artifact, policy kind/version and action count."""
+    m = runtime.manifest
+    address = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    exploration = m.exploration.type
+    if exploration == "epsilon":
+        exploration += f" (epsilon {m.exploration.epsilon:g})"
+    elif exploration == "softmax":
+        exploration += f" (temperature {m.exploration.temperature:g})"
+    lines = [f"pushrl serve: {address}  (POST /v1/decide, GET /healthz, GET /v1/policy)",
+             f"  artifact: {Path(artifact).resolve()}",
+             f"  policy: {m.policy_kind}, version {runtime.policy_version}, {len(runtime.action_ids)} actions, "
+             f"exploration {exploration}"]
+    if m.no_push_action is not None:
+        lines.append(f"  no-push action: {m.no_push_action}")
+    if runtime.shadow is not None:
+        lines.append(f"  shadow: {runtime.shadow.manifest.policy_kind}, version {runtime.shadow.policy_version}")
+    return "\n".join(lines)
+
+
 def serve(artifact: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 8000, *,
           log_level: str = "warning", **app_options: Any) -> None:
-    """Serve the artifact with uvicorn until interrupted (binds `host`, loopback by default)."""
+    """Serve the artifact with uvicorn until interrupted (binds `host`, loopback by default).
+
+    Prints the address and the loaded policy first, before uvicorn's own log lines."""
     app = create_app(artifact, **app_options)
+    print(_start_banner(app.state.runtime, artifact, host, port), flush=True)
     gc.collect()
     gc.freeze()  # startup objects (onnxruntime, fastapi) leave the collector's view: shorter GC pauses
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)

@@ -4,7 +4,8 @@
 connections from a small asyncio HTTP/1.1 client (lighter than a general
 client, so the numbers measure the server more than the client), stopping at
 `n_calls` or `time_limit_s`, whichever comes first. It reports throughput,
-p50/p99 latency and the error count. `ServerProcess` runs `serve` in a child
+p50/p90/p99 latency and the error count (`load_table` renders results as an
+aligned text table). `ServerProcess` runs `serve` in a child
 process so its memory (RSS) can be sampled, as the soak test does.
 """
 
@@ -32,7 +33,7 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 @dataclass(frozen=True)
 class LoadResult:
-    """Outcome of one bounded load run; latencies in milliseconds, per call."""
+    """Outcome of one bounded load run; latencies in milliseconds, per call (p90_ms: None if not measured)."""
 
     calls: int
     decisions: int
@@ -44,6 +45,7 @@ class LoadResult:
     p99_ms: float
     max_ms: float
     first_error: str | None = None
+    p90_ms: float | None = None
 
     @property
     def calls_per_s(self) -> float:
@@ -57,6 +59,34 @@ class LoadResult:
         return (f"batch {self.batch_size:>4} x concurrency {self.concurrency:>3}: {self.calls} calls, "
                 f"{self.calls_per_s:,.0f} calls/s, {self.decisions_per_s:,.0f} decisions/s, "
                 f"p50 {self.p50_ms:.2f} ms, p99 {self.p99_ms:.2f} ms, errors {self.errors}")
+
+
+_TABLE_COLUMNS: tuple[tuple[str, Callable[[LoadResult], str]], ...] = (
+    ("calls", lambda r: f"{r.calls:,}"),
+    ("errors", lambda r: f"{r.errors:,}"),
+    ("calls/s", lambda r: f"{r.calls_per_s:,.0f}"),
+    ("decisions/s", lambda r: f"{r.decisions_per_s:,.0f}"),
+    ("p50 ms", lambda r: f"{r.p50_ms:.2f}"),
+    ("p90 ms", lambda r: "-" if r.p90_ms is None else f"{r.p90_ms:.2f}"),
+    ("p99 ms", lambda r: f"{r.p99_ms:.2f}"),
+    ("max ms", lambda r: f"{r.max_ms:.2f}"),
+    ("concurrency", lambda r: str(r.concurrency)),
+    ("batch size", lambda r: str(r.batch_size)),
+    ("seconds", lambda r: f"{r.elapsed_s:.2f}"),
+)
+
+
+def load_table(results: LoadResult | Sequence[LoadResult]) -> str:
+    """Load results as an aligned text table: a header line, then one right-aligned line per result;
+    the first error of each result that had errors follows the table."""
+    rows = [results] if isinstance(results, LoadResult) else list(results)
+    if not rows:
+        raise ValueError("load_table needs at least one LoadResult, got none")
+    cells = [[name for name, _ in _TABLE_COLUMNS]] + [[show(r) for _, show in _TABLE_COLUMNS] for r in rows]
+    widths = [max(len(line[j]) for line in cells) for j in range(len(_TABLE_COLUMNS))]
+    lines = ["  ".join(cell.rjust(w) for cell, w in zip(line, widths, strict=True)) for line in cells]
+    lines += [f"first error (row {i + 1}): {r.first_error}" for i, r in enumerate(rows) if r.first_error]
+    return "\n".join(lines)
 
 
 def random_requests(manifest: Manifest, n: int, seed: int = 0, prefix: str = "r") -> list[dict[str, Any]]:
@@ -141,7 +171,7 @@ async def _load(host: str, port: int, bodies: Sequence[bytes], n_calls: int, con
     calls = len(latencies)
     return LoadResult(calls, (calls - len(errors)) * batch_size, len(errors), concurrency, batch_size, elapsed,
                       float(np.percentile(lat, 50)), float(np.percentile(lat, 99)), float(lat.max()),
-                      errors[0] if errors else None)
+                      errors[0] if errors else None, float(np.percentile(lat, 90)))
 
 
 def run_load(
