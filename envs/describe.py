@@ -5,7 +5,9 @@ deterministic (all 1.0), uniform (every propensity 1 / n_actions), or
 stochastic. The effective sample size reported is that of the importance
 weights for evaluating the uniform-random policy, w = (1/A) / propensity:
 (Σw)² / Σw², equal to n for a uniform log and small when logging concentrated
-on few actions.
+on few actions. Context features that look like a role (a probability, an
+outcome, an id, a timestamp) are warned about by name
+(`pushrl.envs.leakage.look_alike_warnings`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from pushrl.envs.catalogue import Catalogue
+from pushrl.envs.leakage import ColumnProfile, look_alike_warnings, merge_profiles, profile_columns
 from pushrl.envs.logged_data import LoggedData
 from pushrl.envs.schema import LogSchema
 from pushrl.envs.validation import ResolvedColumns
@@ -81,7 +84,8 @@ class Description:
             lines.append(f"time range: {self.time_range[0]} .. {self.time_range[1]}")
         else:
             lines.append("time range: (no timestamps: splits will be random, stratified by action)")
-        lines.append(f"features: {len(self.features['numeric'])} numeric, {len(self.features['categorical'])} categorical")
+        lines.append("features (model inputs; choose them with data.features / data.exclude): "
+                     + ", ".join(f"{len(self.features[k])} {k}{_names_of(self.features[k])}" for k in ("numeric", "categorical")))
         lines.append("per action (first 10 by rows):")
         lines.append(self.per_action.sort_values("rows", ascending=False).head(10).to_string())
         if self.support is not None:
@@ -96,6 +100,14 @@ class Description:
         else:
             lines.append("warnings: none")
         return "\n".join(lines)
+
+
+def _names_of(columns: list[str], shown: int = 12) -> str:
+    """' (a, b, c and 3 more)', or '' for none."""
+    if not columns:
+        return ""
+    more = f" and {len(columns) - shown} more" if len(columns) > shown else ""
+    return f" ({', '.join(columns[:shown])}{more})"
 
 
 class _Accumulator:
@@ -113,11 +125,13 @@ class _Accumulator:
         self.all_one, self.all_uniform = True, True
         self.sw = self.sw2 = 0.0
         self.t_min = self.t_max = None
+        self.profiles: dict[str, ColumnProfile] = {}
 
     def add(self, chunk: pd.DataFrame) -> None:
         a = self.catalogue.n_actions
         act = chunk["action_index"].to_numpy()
         self.rows += len(chunk)
+        self.profiles = merge_profiles(self.profiles, profile_columns(chunk, self.resolved))
         self.action_rows += np.bincount(act, minlength=a)
         for r in self.resolved.rewards:
             self.reward_sums[r] += np.bincount(act, weights=chunk[r].to_numpy(), minlength=a)
@@ -172,6 +186,7 @@ class _Accumulator:
         else:
             regime = "absent"
             warnings.append("no propensity column: IPS-family OPE needs propensities (estimate them explicitly, or use DM)")
+        warnings += look_alike_warnings(self.profiles, self.resolved)
         if not self.resolved.has_timestamp:
             warnings.append("no timestamps: train/validation/test will be a seeded random split stratified by action, not a time split")
         time_range = (str(self.t_min), str(self.t_max)) if self.t_min is not None else None
@@ -221,6 +236,7 @@ def describe_data(data: LoggedData, support: bool = True) -> Description:
         desc.warnings.append(f"logging regime from contexts: {regime.regime} ({regime.evidence})")
         desc.logging_regime = regime.regime
     desc.warnings += [w for w in regime.warnings if w not in desc.warnings]
+    desc.warnings += [w for w in data.warnings if w not in desc.warnings]
     desc.warnings += [n for n in data.notes if "split" in n]
     return desc
 

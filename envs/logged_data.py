@@ -16,6 +16,7 @@ import pandas as pd
 
 from pushrl.envs.catalogue import Catalogue
 from pushrl.envs.errors import LoggedDataError
+from pushrl.envs.leakage import suspicious_columns
 from pushrl.envs.schema import LogSchema
 from pushrl.envs.validation import ResolvedColumns, resolve_features, validate_chunk
 
@@ -31,6 +32,8 @@ class LoggedData:
         n_positions: number of display slots (1 for single-slot pushes).
         name: a short label (file name or dataset name) used in reports.
         notes: facts a user must be told (e.g. how the log was split).
+        warnings: context features that look like a role (a probability, an outcome, an id, a timestamp),
+            by name, each saying how to declare or drop it (`pushrl.envs.leakage.suspicious_columns`).
     """
 
     frame: pd.DataFrame
@@ -39,6 +42,7 @@ class LoggedData:
     n_positions: int
     name: str = "log"
     notes: tuple[str, ...] = field(default_factory=tuple)
+    warnings: tuple[str, ...] = field(default_factory=tuple)
 
     # construction -----------------------------------------------------------------
     @classmethod
@@ -71,7 +75,7 @@ class LoggedData:
         name: str,
         source: str,
     ) -> LoggedData:
-        """Wrap already-validated canonical rows; checks the position range."""
+        """Wrap already-validated canonical rows; checks the position range and notes look-alike features."""
         seen = int(canonical["position"].max()) + 1 if len(canonical) else 1
         if n_positions is None:
             n_positions = seen
@@ -85,7 +89,8 @@ class LoggedData:
                 source=source,
             )
         canonical = canonical.reset_index(drop=True)
-        return cls(canonical, catalogue, resolved, int(n_positions), name)
+        warnings = tuple(suspicious_columns(canonical, resolved))
+        return cls(canonical, catalogue, resolved, int(n_positions), name, warnings=warnings)
 
     # arrays -------------------------------------------------------------------------
     @property

@@ -35,6 +35,33 @@ class ResolvedColumns:
     has_position: bool
 
 
+MAX_COLUMNS_SHOWN = 40
+
+
+def _column_list(cols: list[str]) -> str:
+    shown = cols[:MAX_COLUMNS_SHOWN]
+    more = f" ... ({len(cols) - len(shown)} more)" if len(cols) > len(shown) else ""
+    return f"{shown}{more}"
+
+
+def _refuse_unknown_names(cols: list[str], schema: LogSchema, source: str) -> None:
+    """Every name in `features` / `exclude` / the declared feature types must be a column of the file."""
+    present = set(cols)
+    listed = (("data.features names a column that is not in the file", schema.features or ()),
+              ("data.exclude names a column that is not in the file", schema.exclude),
+              ("declared feature column is missing from the file", schema.numeric_features or ()),
+              ("declared feature column is missing from the file", schema.categorical_features or ()))
+    for problem, names in listed:
+        for col in names:
+            if col not in present:
+                raise LoggedDataError(f"{problem} (columns: {_column_list(cols)})", column=col,
+                                      expected="a column of the file, spelled as in its header", source=source)
+
+
+def _is_numeric(series: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
+
+
 def resolve_features(frame: pd.DataFrame, schema: LogSchema, source: str) -> ResolvedColumns:
     """Check required columns exist and decide the feature columns."""
     cols = list(frame.columns)
@@ -42,40 +69,38 @@ def resolve_features(frame: pd.DataFrame, schema: LogSchema, source: str) -> Res
     for col in required:
         if col not in cols:
             raise LoggedDataError(
-                f"missing required column (columns present: {cols[:12]}{' ...' if len(cols) > 12 else ''})",
+                f"missing required column (columns present: {_column_list(cols)})",
                 column=col,
                 expected=f"the columns {required}",
                 source=source,
             )
-    rewards = tuple(schema.rewards) + tuple(r for r in schema.optional_rewards if r in cols)
-    taken = set(schema.role_columns)
+    _refuse_unknown_names(cols, schema, source)
+    rewards = tuple(schema.rewards) + tuple(r for r in schema.used_optional_rewards if r in cols)
     declared_num = schema.numeric_features
     declared_cat = schema.categorical_features
-    for declared in (declared_num or ()), (declared_cat or ()):
-        for col in declared:
-            if col not in cols:
-                raise LoggedDataError(
-                    "declared feature column is missing", column=col, expected="it in the file", source=source
-                )
-    if declared_num is None and declared_cat is None:
-        rest = [c for c in cols if c not in taken]
-        num = tuple(c for c in rest if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c]))
-        cat = tuple(c for c in rest if c not in num)
+    if schema.features is not None:
+        chosen = list(schema.features)
+    elif declared_num is None and declared_cat is None:
+        taken = set(schema.role_columns)
+        chosen = [c for c in cols if c not in taken]
     else:
-        num, cat = tuple(declared_num or ()), tuple(declared_cat or ())
+        chosen = [*(declared_num or ()), *(declared_cat or ())]
+    num = tuple(c for c in chosen if c in (declared_num or ()) or (c not in (declared_cat or ()) and _is_numeric(frame[c])))
+    cat = tuple(c for c in chosen if c not in num)
     clash = [c for c in (*num, *cat) if c in CANONICAL]
     if clash:
         raise LoggedDataError(
             "a feature column uses a reserved name", column=clash[0], expected=f"none of {CANONICAL}", source=source
         )
+    present = set(cols)
     return ResolvedColumns(
         rewards=rewards,
         numeric_features=num,
         categorical_features=cat,
-        has_propensity=bool(schema.propensity and schema.propensity in cols),
-        has_timestamp=bool(schema.timestamp and schema.timestamp in cols),
-        has_user_id=bool(schema.user_id and schema.user_id in cols),
-        has_position=bool(schema.position and schema.position in cols),
+        has_propensity=schema.used(schema.propensity) in present,
+        has_timestamp=schema.used(schema.timestamp) in present,
+        has_user_id=schema.used(schema.user_id) in present,
+        has_position=schema.used(schema.position) in present,
     )
 
 

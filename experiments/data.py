@@ -29,19 +29,26 @@ def load_data(cfg) -> tuple[LoggedData, SyntheticTruth | None]:
                 n_positions=cfg.n_positions or 1,
                 logging=cfg.logging,
                 logging_temperature=cfg.logging_temperature,
+                no_push=cfg.no_push,
+                organic_conversion=cfg.organic_conversion,
+                readable_promotions=cfg.readable_promotions,
                 seed=cfg.seed,
             )
         )
         return data, truth
     if kind == "file":
+        if not cfg.path:
+            raise ValueError("data=custom needs data.path=<your log file> (.csv or .parquet)")
         schema = LogSchema(
             action=cfg.action,
             rewards=tuple(cfg.rewards),
-            optional_rewards=tuple(cfg.optional_rewards),
+            optional_rewards=tuple(r for r in cfg.optional_rewards if r not in cfg.rewards),
             propensity=None if cfg.propensity == ESTIMATE else cfg.propensity,
             timestamp=cfg.timestamp,
             user_id=cfg.user_id,
             position=cfg.position,
+            features=None if cfg.features is None else tuple(cfg.features),
+            exclude=tuple(cfg.exclude),
         )
         return load_log(cfg.path, schema=schema, catalogue=cfg.catalogue, n_positions=cfg.n_positions, name=cfg.name), None
     raise ValueError(f"data.kind must be one of {DATA_KINDS}, got {kind!r}")
