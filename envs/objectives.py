@@ -1,6 +1,7 @@
-"""What a policy is paid for: a logged reward, or profit with money and push costs in it.
+"""What a policy is paid for: a logged reward, profit, or a weighted combination of rewards.
 
-    profit(row) = margin × spend(row) − cost(action of the row)
+    profit(row)   = margin × money(row) − cost(action of the row)
+    weighted(row) = Σ_r weights[r] × r(row) − cost(action of the row)
 
 with a cost per push configurable per action (default 0.10 per e-mail, 0 for
 the no-push action), so sending nothing is the best action for some users.
@@ -23,26 +24,46 @@ DEFAULT_PUSH_COST = 0.10
 
 @dataclass(frozen=True)
 class Objective:
-    """A reward to maximise.
+    """A reward to maximise: Σ_r weights[r] × r − cost of the pushed action.
 
     Attributes:
-        name: the objective's name ("click", "conversion", "spend", "profit", ...).
-        reward: the logged reward column it is computed from ("spend" for profit).
-        margin: share of spend that is profit (profit only).
-        costs: cost per push for each action id (profit only; missing ids cost 0).
+        name: the objective's name (a reward's name, "profit" or "weighted").
+        reward: the main logged reward it is computed from (the money reward for profit).
+        margin: weight of `reward` (the share of money that is profit; 1 for a plain reward).
+        costs: cost per push for each action id (missing ids cost 0).
+        weights: {reward: weight} of a weighted combination; empty: {reward: margin}.
     """
 
     name: str
     reward: str
     margin: float = 1.0
     costs: Mapping[object, float] = field(default_factory=dict)
+    weights: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not 0 < self.margin <= 1:
+        if not self.weights and not 0 < self.margin <= 1:
             raise ValueError(f"objective.margin must be in (0, 1], got {self.margin}")
         bad = {k: v for k, v in self.costs.items() if not np.isfinite(v) or v < 0}
         if bad:
             raise ValueError(f"objective.costs must be finite and >= 0, got {bad}")
+        bad_w = {k: v for k, v in self.weights.items() if not isinstance(v, int | float) or not np.isfinite(v)}
+        if bad_w:
+            raise ValueError(f"objective.weights must be finite numbers, got {bad_w}")
+
+    @property
+    def terms(self) -> dict[str, float]:
+        """{reward: weight} of the objective."""
+        return dict(self.weights) if self.weights else {self.reward: float(self.margin)}
+
+    @property
+    def rewards(self) -> tuple[str, ...]:
+        """The logged rewards the objective reads."""
+        return tuple(self.terms)
+
+    @property
+    def is_plain(self) -> bool:
+        """One reward, weight 1, no push costs: the objective is that reward itself."""
+        return self.terms == {self.reward: 1.0} and not any(self.costs.values())
 
     def cost_vector(self, action_ids: np.ndarray) -> np.ndarray:
         """(n_actions,) cost of pushing each action."""
@@ -53,19 +74,20 @@ class Objective:
 
     def logged(self, data: LoggedData) -> np.ndarray:
         """(n,) the objective's value for each logged row (its own action)."""
-        base = data.reward(self.reward)
-        if self.name != "profit":
-            return base
-        return self.margin * base - self.cost_vector(data.action_ids)[data.action]
+        if self.is_plain:
+            return data.reward(self.reward)
+        value = sum(w * data.reward(r) for r, w in self.terms.items())
+        return value - self.cost_vector(data.action_ids)[data.action]
 
     def expected(self, predictions: Mapping[str, np.ndarray], action_ids: np.ndarray) -> np.ndarray:
         """(n, n_actions) expected objective from expected rewards {name: (n, n_actions)}."""
-        if self.reward not in predictions:
-            raise ValueError(f"objective '{self.name}' needs predicted '{self.reward}', have {sorted(predictions)}")
-        base = np.asarray(predictions[self.reward])
-        if self.name != "profit":
-            return base
-        return self.margin * base - self.cost_vector(action_ids)[None, :]
+        missing = [r for r in self.rewards if r not in predictions]
+        if missing:
+            raise ValueError(f"objective '{self.name}' needs predicted {missing}, have {sorted(predictions)}")
+        if self.is_plain:
+            return np.asarray(predictions[self.reward])
+        value = sum(w * np.asarray(predictions[r], dtype=np.float64) for r, w in self.terms.items())
+        return value - self.cost_vector(action_ids)[None, :]
 
 
 def make_objective(
@@ -75,13 +97,21 @@ def make_objective(
     push_cost: float = DEFAULT_PUSH_COST,
     no_push_action: object | None = None,
     costs: Mapping[object, float] | None = None,
+    money: str = "spend",
+    weights: Mapping[str, float] | None = None,
 ) -> Objective:
-    """`profit` gets `push_cost` for every action but `no_push_action` unless `costs` is given."""
-    if name != "profit":
-        return Objective(name=name, reward=name)
+    """A plain reward `name`; "profit" = margin × `money` − cost per push; "weighted" = Σ weights[r] × r − cost
+    per push. Pushes cost `push_cost` each, `no_push_action` nothing, unless `costs` is given."""
     ids = list(np.asarray(action_ids).tolist())
     if no_push_action is not None and no_push_action not in ids:
         raise ValueError(f"no_push_action {no_push_action!r} is not an action id; known: {ids}")
+    if name not in ("profit", "weighted"):
+        return Objective(name=name, reward=name)
     if costs is None:
         costs = {a: (0.0 if a == no_push_action else push_cost) for a in ids}
-    return Objective(name="profit", reward="spend", margin=margin, costs=dict(costs))
+    if name == "profit":
+        return Objective(name="profit", reward=money, margin=margin, costs=dict(costs))
+    if not weights:
+        raise ValueError("objective.reward=weighted needs objective.weights, e.g. {conversion: 1.0, revenue: 0.01}")
+    terms = {str(r): float(w) for r, w in weights.items()}
+    return Objective(name="weighted", reward=next(iter(terms)), costs=dict(costs), weights=terms)

@@ -10,11 +10,13 @@ k = embedding_dim, A promotions):
 x is the ContextEncoder output (fitted on training rows, `recent_pushes_column`
 excluded), z_a the one-hot / standardised catalogue features of promotion a,
 `seen[a]` = 1 if a had training rows (a promotion without rows is scored from
-its features only). The first reward (click) uses a logit link on all rows;
-each later reward is conditional on the one before it being positive (a binary
-one with a logit link, a continuous one, e.g. revenue, with a log link and a
-Poisson-deviance loss, which is consistent for the mean). `predict` returns
-unconditional expectations, e.g. revenue = P(click) P(conv | click) E[rev | conv].
+its features only). Each reward is its own head on all rows: a binary one with
+a logit link, a non-negative continuous one (revenue) with a log link and a
+Poisson-deviance loss, which is consistent for the mean; organic purchases
+(conversion without a click) are fine. Only a declared `reward_chain`, e.g.
+(click, conversion, revenue), makes each reward of the chain after the first
+conditional on the one before it being positive; `predict` then returns the
+unconditional product, e.g. revenue = P(click) P(conv | click) E[rev | conv].
 
 Shrinkage toward the base rate: `offset` starts at the training log-odds (log
 mean for revenue) and is the only unpenalised weight; every other weight has a
@@ -85,6 +87,10 @@ class ResponseModelConfig:
             truth in a feature-driven synthetic shop (tests/test_cold_start.py) at ~0.5% worse
             held-out log loss on known promotions when features do not explain them. 0: off.
         recent_pushes_column: log column with the user's recent push count (None: none).
+        reward_chain: rewards modelled as a chain, e.g. ("click", "conversion"): each one after the
+            first is fitted on the rows where the one before it is positive, and predicted as the
+            product (P(click) P(conversion | click)). Empty: every reward is its own head on all rows
+            (organic conversions without a click are fine).
         seed: one seed for initialisation and batch order.
         progress: show a tqdm bar per head.
     """
@@ -102,6 +108,7 @@ class ResponseModelConfig:
     ips_weighted: bool = False
     id_dropout: float = 0.0
     recent_pushes_column: str | None = "recent_pushes"
+    reward_chain: tuple[str, ...] = ()
     seed: int = 0
     progress: bool = True
 
@@ -127,6 +134,9 @@ class ResponseModelConfig:
                 raise bad(name, "a bool")
         if self.recent_pushes_column is not None and not isinstance(self.recent_pushes_column, str):
             raise bad("recent_pushes_column", "a column name or None")
+        if isinstance(self.reward_chain, str) or not all(isinstance(r, str) for r in self.reward_chain):
+            raise bad("reward_chain", "a list of reward names")
+        object.__setattr__(self, "reward_chain", tuple(self.reward_chain))
 
 
 class _Head(nn.Module):
@@ -215,27 +225,44 @@ class _Rows:
         return self.x[idx], self.pos[idx], self.h[idx], self.a[idx], self.w[idx], self.y[target][idx]
 
 
-def _reward_chain(data: LoggedData) -> list[tuple[str, str | None, str]]:
-    """(reward, reward it is conditional on, link) for each reward of the log."""
-    chain: list[tuple[str, str | None, str]] = []
-    prev = None
-    for i, r in enumerate(data.reward_names):
+def _reward_chain(data: LoggedData, declared: tuple[str, ...] = ()) -> list[tuple[str, str | None, str]]:
+    """(reward, reward it is conditional on or None, link) for each reward of the log.
+
+    Every reward is modelled on its own (on all rows) unless `declared` names a chain, e.g.
+    ("click", "conversion"): then each reward of the chain after the first is modelled on the rows
+    where the one before it is positive, and predicted as the product. A binary (0/1) reward gets a
+    logit link, a non-negative continuous one a log link.
+    """
+    names = list(data.reward_names)
+    declared = tuple(declared)
+    unknown = [r for r in declared if r not in names]
+    if unknown:
+        raise ValueError(f"data.reward_chain names {unknown}, which are not declared rewards of the log {names}")
+    if len(set(declared)) != len(declared):
+        raise ValueError(f"data.reward_chain repeats a reward: {list(declared)}")
+    links: dict[str, str] = {}
+    for r in names:
         values = data.reward(r)
-        binary = r in BINARY_REWARDS or bool(np.isin(values, (0.0, 1.0)).all())
-        if i > 0 and chain[-1][2] == "log":
-            raise ValueError(f"reward {r!r} follows the continuous reward {prev!r}; only the last reward may be continuous")
-        if i == 0 and not binary:
-            raise ValueError(f"the first reward {r!r} must be binary (0/1) for the click head, got values like {values[:3]}")
-        if prev is not None:
-            stray = (values != 0) & (data.reward(prev) <= 0)
-            if stray.any():
-                raise ValueError(
-                    f"reward {r!r} is nonzero where {prev!r} is zero at rows {np.flatnonzero(stray)[:5].tolist()}: "
-                    f"the model needs each reward conditional on the one before it"
-                )
-        chain.append((r, prev, "logit" if binary else "log"))
-        prev = r
-    return chain
+        bad = ~np.isfinite(values) | (values < 0)
+        if bad.any():
+            raise ValueError(f"reward {r!r} has negative or non-finite values at rows {np.flatnonzero(bad)[:5].tolist()}: "
+                             "rewards must be 0/1 or non-negative amounts")
+        links[r] = "logit" if (r in BINARY_REWARDS or bool(np.isin(values, (0.0, 1.0)).all())) else "log"
+    parent = {r: (declared[i - 1] if i > 0 else None) for i, r in enumerate(declared)}
+    for r in declared[:-1]:
+        if links[r] == "log":
+            raise ValueError(f"data.reward_chain: {r!r} is continuous, so nothing can be conditional on it; "
+                             f"only the last reward of the chain may be continuous (chain {list(declared)})")
+    for r, prev in parent.items():
+        if prev is None:
+            continue
+        stray = (data.reward(r) != 0) & (data.reward(prev) <= 0)
+        if stray.any():
+            raise ValueError(
+                f"data.reward_chain: reward {r!r} is nonzero where {prev!r} is zero at rows "
+                f"{np.flatnonzero(stray)[:5].tolist()} (e.g. purchases without a click), so it cannot be modelled "
+                f"conditional on {prev!r}; drop the chain (data.reward_chain=[]) to model each reward on its own")
+    return [(r, parent.get(r), links[r]) for r in names]
 
 
 def _first_difference(expected: Any, actual: Any, path: str = "") -> str | None:
@@ -322,13 +349,12 @@ class ResponseModel:
     def _means(self, x: torch.Tensor, p: torch.Tensor, h: torch.Tensor, a: torch.Tensor | None,
                conditional: bool) -> dict[str, torch.Tensor]:
         """Each head's mean (times the ones before it unless `conditional`): (n, A) if a is None else (n,)."""
-        out, acc = {}, None
-        for i, (r, _, _) in enumerate(self.chain):
+        out: dict[str, torch.Tensor] = {}
+        for i, (r, prev, _) in enumerate(self.chain):
             head, net = self.net.heads[r], self.net
             eta = head.all_actions(x, p, h, net.z, net.seen) if a is None else head.rows(x, p, h, a, net.z, net.seen)
             m = head.mean(eta) * net.scales[i]
-            acc = m if (acc is None or conditional) else acc * m
-            out[r] = acc
+            out[r] = m if (prev is None or conditional) else out[prev] * m
         return out
 
     @torch.no_grad()
@@ -400,7 +426,7 @@ class ResponseModel:
             config: ResponseModelConfig | None = None) -> ResponseModel:
         """Fit every head on `train`, early-stopping each on `validation` (None: run all epochs)."""
         config = config or ResponseModelConfig()
-        chain = _reward_chain(train)
+        chain = _reward_chain(train, config.reward_chain)
         recent = config.recent_pushes_column
         numeric = [c for c in train.columns.numeric_features if c != recent]
         encoder = ContextEncoder.fit(train.frame, numeric, list(train.columns.categorical_features))

@@ -198,11 +198,21 @@ def _needs_check(args: object) -> bool:
     return not any(getattr(args, name, None) for name in other)
 
 
+MAPPING_KEYS = ("objective.guardrails", "objective.weights")
+"""Config keys whose value is a whole mapping chosen by the user ({reward: number})."""
+
+
+def mapping_overrides(argv: Sequence[str]) -> list[str]:
+    """`objective.guardrails={revenue: 0.02}` replaces the mapping: Hydra's struct mode would refuse its new
+    keys, so such an override is passed as Hydra's force-set form (`++key=value`)."""
+    return [f"++{a}" if any(a.startswith(k + "=") for k in MAPPING_KEYS) else a for a in argv]
+
+
 def run_hydra(command: str, argv: Sequence[str]) -> int:
     """Run `pushrl COMMAND [hydra flags] [overrides]`; returns the exit status (2: a user error)."""
     from hydra._internal.utils import get_args_parser  # the parser @hydra.main itself uses
 
-    argv = [*argv, f"command={command}"]
+    argv = [*mapping_overrides(argv), f"command={command}"]
     saved = sys.argv
     try:
         if not full_error():

@@ -34,13 +34,20 @@ class DataConfig:
     user_id: str | None = "user_id"
     position: str | None = "position"
     n_positions: int | None = None
+    features: list[str] | None = None  # allow-list of context columns (None: every column without a role)
+    exclude: list[str] = field(default_factory=list)  # columns to ignore entirely
+    reward_chain: list[str] = field(default_factory=list)  # e.g. [click, conversion]: each modelled given the one before
+    no_push_action: str | None = None  # the action id that means "push nothing" (Hillstrom: "No E-Mail")
     default_objective: str = "click"  # what `objective=auto` optimises on this log
     # synthetic only
     n_rows: int = 20_000
     n_users: int = 2_000
     n_actions: int = 10
-    logging: str = "uniform"
+    logging: str = "uniform"  # uniform | softmax | epsilon_greedy | deterministic | business_rule | rule
     logging_temperature: float = 1.0
+    no_push: bool = False  # the last promotion is a no-push action (no click; organic purchases still happen)
+    organic_conversion: float = 0.0  # scale of purchases without a click, pushed or not
+    readable_promotions: bool = False  # promotion ids like discount15_email / no_push, with discount, category, channel
     seed: int = 0
 
 
@@ -57,14 +64,20 @@ class ObjectiveConfig:
     """What the agents maximise: a logged reward (or profit). (Diversity is weighed in the sequential
     simulator's reward: `sequential.diversity_weight`, set by the env group.)
 
-    reward: auto (the dataset's default) | click | conversion | revenue | visit | spend | profit.
-    profit = margin × spend − push_cost per push (no_push_action costs nothing).
+    reward: auto (the dataset's default) | any declared reward of the log | profit | weighted.
+    profit = margin × money − push_cost per push (`data.no_push_action` costs nothing); money is
+    `objective.money`, or the log's one non-binary reward.
+    weighted = Σ weights[r] × r − push_cost per push, over declared rewards r.
+    guardrails: {reward: margin}: the ship rule also requires the reward's CI lower bound to stay
+    at most `margin` (a share, 0.02 = 2%) below the logging policy's value.
     """
 
     reward: str = "auto"
     margin: float = 0.30
     push_cost: float = 0.10
-    no_push_action: str = "No E-Mail"
+    money: str | None = None
+    weights: dict[str, float] = field(default_factory=dict)
+    guardrails: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -114,6 +127,7 @@ class EvalConfig:
     selection_seeds: int = 30
     reward_model: str = "mean"  # DM/DR regression, cross-fitted: mean (per action x position) | response_model
     n_folds: int = 5
+    model_refits: int = 8  # bootstrap refits of the response model behind the DM and simulator intervals (0: none)
     clip: float | None = None
     switch_threshold: float = 50.0
     dros_lambda: float = 100.0
@@ -163,7 +177,7 @@ class PushrlConfig:
     progress: bool = True
     data: DataConfig = MISSING
     also: list[str] = field(default_factory=list)  # more embedded datasets `run` covers (data config names)
-    synthetic_fidelity: bool = True  # `run` also checks a simulator learned from a known synthetic shop
+    demos: bool | None = None  # the synthetic-truth and cold-start demonstrations (None: on unless data.kind=file)
     split: SplitConfig = field(default_factory=SplitConfig)
     objective: ObjectiveConfig = MISSING
     model: ModelConfig = field(default_factory=ModelConfig)

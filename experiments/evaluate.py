@@ -103,11 +103,11 @@ def identification(data: LoggedData, rows: np.ndarray, dist: np.ndarray, run: Ru
 
 def simulator_value(cfg: DictConfig, data: LoggedData, rows: np.ndarray, dist: np.ndarray, objective: Objective) -> float:
     """The candidate's value of `objective` by a response model fitted on the log's training split (unidentified cases)."""
-    from pushrl.envs.response_model import ResponseModel, ResponseModelConfig
+    from pushrl.envs.response_model import ResponseModel
+    from pushrl.experiments.builders import response_model_config
 
     split = split_log(data, tuple(cfg.split.fractions), seed=cfg.split.seed)
-    mcfg = ResponseModelConfig(**OmegaConf.to_container(cfg.model, resolve=True), seed=int(cfg.seed), progress=False)
-    model = ResponseModel.fit(split.train, split.validation, mcfg)
+    model = ResponseModel.fit(split.train, split.validation, response_model_config(cfg, progress=False))
     sub = data.subset(rows)
     x, recent = model.encode(sub)
     total = 0.0

@@ -1,12 +1,21 @@
 """`pushrl run`: data -> response model -> simulator -> agents -> simulator value + OPE -> choice.
 
-One section of the report per dataset. Wiring only: every computation is a
-library call into pushrl.envs / pushrl.policies / pushrl.agents.
+`run_dataset` is a sequence of named stages over one `DatasetRun` context (fit, fidelity, train,
+evaluate, ship, export, report, abtest, sequential, budget, uplift). Wiring only: every computation
+is a library call into pushrl.envs / pushrl.policies / pushrl.agents; report text is in
+`pushrl.experiments.report_sections`.
+
+Any logging regime goes through: uniform-random logs keep their exact logging distribution as a
+baseline policy; logs with stochastic logged (or `data.propensity=estimate`) propensities use them for
+OPE and the offline training weights, and value the logging policy on-policy; where a candidate's
+effect is not identified (deterministic logging, or no support where it puts mass) the run ships
+nothing new and reports DM and the simulator, labelled model-only.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,25 +30,28 @@ from pushrl.envs.fidelity import mean_ci, replay_fidelity
 from pushrl.envs.logged_data import LoggedData
 from pushrl.envs.model_report import model_report
 from pushrl.envs.objectives import Objective, make_objective
+from pushrl.envs.regime import classify_regime
 from pushrl.envs.response_model import ResponseModel, ResponseModelConfig
-from pushrl.envs.schema import BINARY_REWARDS
-from pushrl.envs.split import Split
-from pushrl.experiments import plots
+from pushrl.envs.split import Split, split_indices
+from pushrl.experiments import plots, report_sections
 from pushrl.experiments.agents import (
     SHARED,
     ResponseBandit,
+    TrainedAgent,
     catalogue_features,
     save_agents,
     train_agents,
     with_intercept,
 )
-from pushrl.experiments.hillstrom import hillstrom_section
+from pushrl.experiments.builders import estimator_settings, response_model_config
 from pushrl.experiments.online_test import online_test_section
 from pushrl.experiments.outputs import RunFolder
 from pushrl.experiments.selection import selection_markdown, selection_study
-from pushrl.experiments.sequential import sequential_section
 from pushrl.policies.evaluation import EstimatorSettings, PolicyEvaluation, evaluate_policy
 from pushrl.policies.policy import to_action_dist
+from pushrl.policies.ship import LOGGING, ShipDecision, decide, make_guardrails
+
+STAGES = ("fit", "fidelity", "train", "evaluate", "ship", "export", "report", "abtest", "sequential", "budget", "uplift")
 
 
 @dataclass
@@ -51,15 +63,439 @@ class DatasetResult:
     simulator: pd.DataFrame
 
 
-def resolve_objective(cfg_objective: DictConfig, data: LoggedData, default: str) -> Objective:
-    """The objective for this log ('auto' = the dataset's default); refuses rewards the log lacks."""
-    name = cfg_objective.reward if cfg_objective.reward != "auto" else default
-    base = "spend" if name == "profit" else name
-    if base not in data.reward_names:
-        raise ValueError(f"objective.reward={name!r} needs the reward column {base!r}; {data.name} has {list(data.reward_names)}")
-    no_push = cfg_objective.no_push_action if cfg_objective.no_push_action in data.action_ids.tolist() else None
-    return make_objective(name, data.action_ids, margin=cfg_objective.margin, push_cost=cfg_objective.push_cost,
-                          no_push_action=no_push)
+@dataclass
+class DatasetRun:
+    """Everything the stages of one dataset share; each stage fills in its part."""
+
+    cfg: DictConfig
+    data: LoggedData
+    split: Split
+    key: str
+    run: RunFolder
+    say: Any
+    truth: Any
+    objective: Objective
+    no_push: Any
+    test_rows: np.ndarray
+    uniform_logging: np.ndarray | None  # (A,) when the log is uniform-random (the exact logging policy)
+    model: ResponseModel | None = None
+    report: Any = None
+    x_test: np.ndarray | None = None
+    recent_test: np.ndarray | None = None
+    pred_test: dict[str, np.ndarray] = field(default_factory=dict)
+    fidelity: pd.DataFrame | None = None
+    agents: dict[str, TrainedAgent] = field(default_factory=dict)
+    f_train: np.ndarray | None = None
+    f_test: np.ndarray | None = None
+    catalogue_spec: Any = None
+    x_train: np.ndarray | None = None
+    has_curves: bool = False
+    recommended: str = "dm"
+    probabilities: dict[str, np.ndarray] = field(default_factory=dict)  # policy -> (n_test, A) as served
+    identified: dict[str, bool] = field(default_factory=dict)
+    why_not_identified: dict[str, str] = field(default_factory=dict)
+    evaluations: dict[str, PolicyEvaluation] = field(default_factory=dict)  # the objective
+    reward_evaluations: dict[str, dict[str, PolicyEvaluation]] = field(default_factory=dict)  # reward -> policy -> eval
+    simulator: pd.DataFrame | None = None
+    decision: ShipDecision | None = None
+    artifacts: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def out_dir(self) -> Path:
+        return self.run.path(self.key)
+
+    @property
+    def chosen(self) -> str:
+        return self.decision.chosen if self.decision else LOGGING
+
+    @property
+    def best_learned(self) -> str | None:
+        ranked = sorted(self.evaluations.values(), key=lambda e: _value(e, self.recommended), reverse=True)
+        return next((e.policy for e in ranked if e.policy in self.agents and self.agents[e.policy].kind != "baseline"),
+                    None)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# set-up: objective, no-push action, logging regime
+
+
+def declared_no_push(cfg: DictConfig, data: LoggedData):
+    """`data.no_push_action`, checked against the log's action ids (None when not declared)."""
+    wanted = cfg.data.get("no_push_action")
+    if wanted is None:
+        return None
+    ids = data.action_ids.tolist()
+    match = [a for a in ids if str(a) == str(wanted)]
+    if not match:
+        raise ValueError(f"data.no_push_action={wanted!r} is not an action of {data.name}; actions: {ids[:20]}")
+    return match[0]
+
+
+def money_reward(cfg_objective: DictConfig, data: LoggedData) -> str:
+    """`objective.money`, or the log's one non-binary reward (the amount profit is a margin of)."""
+    if cfg_objective.get("money"):
+        if cfg_objective.money not in data.reward_names:
+            raise ValueError(f"objective.money={cfg_objective.money!r} is not a declared reward; declared: "
+                             f"{list(data.reward_names)}")
+        return str(cfg_objective.money)
+    amounts = [r for r in data.reward_names if not np.isin(data.reward(r), (0.0, 1.0)).all()]
+    if len(amounts) != 1:
+        raise ValueError(f"objective.reward=profit needs one money reward: set objective.money to one of "
+                         f"{list(data.reward_names)} (non-binary rewards found: {amounts})")
+    return amounts[0]
+
+
+def resolve_objective(cfg: DictConfig, data: LoggedData, default: str) -> Objective:
+    """The objective for this log ('auto' = the dataset's default); refuses rewards the log does not declare."""
+    co = cfg.objective
+    name = co.reward if co.reward != "auto" else default
+    declared = list(data.reward_names)
+    no_push = declared_no_push(cfg, data)
+    if name == "profit":
+        return make_objective("profit", data.action_ids, margin=co.margin, push_cost=co.push_cost,
+                              no_push_action=no_push, money=money_reward(co, data))
+    if name == "weighted":
+        weights = dict(co.weights or {})
+        unknown = [r for r in weights if r not in declared]
+        if unknown:
+            raise ValueError(f"objective.weights names {unknown}, which are not declared rewards; declared: {declared}")
+        return make_objective("weighted", data.action_ids, push_cost=co.push_cost, no_push_action=no_push,
+                              weights=weights)
+    if name not in declared:
+        raise ValueError(f"objective.reward={name!r} is not a declared reward of {data.name}; declared: {declared} "
+                         "(or profit / weighted)")
+    return make_objective(name, data.action_ids)
+
+
+def _uniform_logging(data: LoggedData) -> np.ndarray | None:
+    """(A,) the logging distribution when the log is uniform-random over its actions, else None."""
+    p = data.pscore
+    if p is not None and np.allclose(p, 1.0 / data.n_actions):
+        return np.full(data.n_actions, 1.0 / data.n_actions)
+    return None
+
+
+def _check_propensities(data: LoggedData) -> None:
+    if data.pscore is None:
+        raise ValueError(f"{data.name} has no propensity column: set data.propensity=<column> to the logging "
+                         "policy's probability of the logged action, or data.propensity=estimate to estimate them")
+
+
+def _value(e: PolicyEvaluation, estimator: str) -> float:
+    return e.estimates[estimator].value if estimator in e.estimates else e.estimates["dm"].value
+
+
+def _interval(e: PolicyEvaluation, estimator: str) -> dict[str, float]:
+    """{value, ci_low, ci_high} of `estimator` (DM where the IPS family is not identified)."""
+    i = e.estimates[estimator] if estimator in e.estimates else e.estimates["dm"]
+    return {"value": i.value, "ci_low": i.ci_low, "ci_high": i.ci_high}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# stages
+
+
+def stage_fit(ctx: DatasetRun) -> None:
+    """Fit the response model on the training split (or reuse the one saved for the same config and rows)."""
+    cfg = ctx.cfg
+    ctx.say(f"[bold]{ctx.key}[/bold]: fitting the response model on {ctx.split.train.n_rounds:,} rows ...")
+    ctx.model = fit_or_resume(response_model_config(cfg), ctx.split, ctx.out_dir / "response_model", ctx.say)
+    ctx.report = model_report(ctx.model, ctx.split, ctx.out_dir, seed=cfg.seed)
+    ctx.run.add_metrics(f"{ctx.key}/model", ctx.report.table.to_dict(orient="index"))
+    ctx.x_test, ctx.recent_test = ctx.model.encode(ctx.split.test)
+    ctx.pred_test = ctx.model.predict(ctx.x_test, ctx.recent_test, ctx.split.test.position)
+
+
+def logging_replay_probabilities(ctx: DatasetRun) -> np.ndarray:
+    """(n_test, A) the logging policy as the simulator replays it: its exact distribution when uniform, else
+    the logged action itself (a draw from the logging policy, so the replay is unbiased for its value)."""
+    n = ctx.split.test.n_rounds
+    if ctx.uniform_logging is not None:
+        return np.tile(ctx.uniform_logging, (n, 1))
+    out = np.zeros((n, ctx.data.n_actions))
+    out[np.arange(n), ctx.split.test.action] = 1.0
+    return out
+
+
+def stage_fidelity(ctx: DatasetRun) -> None:
+    """The logging policy replayed in the simulator vs the held-out logs, per declared reward."""
+    m, test = ctx.model, ctx.split.test
+    replay = logging_replay_probabilities(ctx)
+    fid = pd.concat([
+        replay_fidelity(m, ctx.x_test, ctx.recent_test, test.position, replay, test.reward(r), r,
+                        alpha=ctx.cfg.eval.alpha, predictions=ctx.pred_test).assign(reward=r)
+        for r in m.reward_names], ignore_index=True)
+    fid["scope"] = fid["reward"] + ": " + fid["scope"]
+    write_text(ctx.out_dir / "fidelity.csv", fid.to_csv(index=False))
+    plots.fidelity_plot(fid, ctx.out_dir / "fidelity.png", f"{ctx.key}: logging policy replayed in the simulator")
+    ctx.run.add_metrics(f"{ctx.key}/fidelity", {r["scope"].replace(": ", "/"): {
+        "logged": r["logged"], "simulated": r["simulated"], "inside_ci": bool(r["inside_ci"])} for r in fid.to_dict("records")})
+    ctx.fidelity = fid
+
+
+def stage_train(ctx: DatasetRun) -> None:
+    """Baselines on the training log; bandits offline (IPS on the logged propensities), then online."""
+    cfg, data, split, model, objective = ctx.cfg, ctx.data, ctx.split, ctx.model, ctx.objective
+    x_train, recent_train = model.encode(split.train)
+    ctx.x_train = x_train
+    ctx.f_train, ctx.f_test = with_intercept(x_train), with_intercept(ctx.x_test)
+    pool_pos = split.train.position
+    f_train = ctx.f_train
+
+    def expected_train(rows: np.ndarray) -> np.ndarray:
+        pred = model.predict(f_train[rows, :-1], recent_train[rows], pool_pos[rows])
+        return objective.expected(pred, data.action_ids)
+
+    simulator_name = "the learned response model"
+    if ctx.truth is not None and cfg.train.simulator == "truth":
+        # synthetic logs: bandits learn against the known truth, so regret is against the real oracle
+        x_true, seg_true, recent_true, _ = ctx.truth.row_inputs(split.train)
+
+        def expected_train(rows: np.ndarray) -> np.ndarray:  # noqa: F811
+            pred = ctx.truth.expected_all(x_true[rows], seg_true[rows], recent_true[rows], pool_pos[rows])
+            return objective.expected(pred, data.action_ids)
+
+        simulator_name = "the synthetic ground truth"
+    specs = {k: dict(v or {}) for k, v in OmegaConf.to_container(cfg.agents, resolve=True).items()}
+    if ctx.uniform_logging is None:
+        # the logging policy is not context-free here: it is valued on-policy from the log, not replayed
+        specs.pop(LOGGING, None)
+    ctx.say(f"[bold]{ctx.key}[/bold]: training {len(specs)} agents (objective: {objective.name}) ...")
+    z_actions, ctx.catalogue_spec = catalogue_features(model, data.catalogue)
+    uniform = np.full(data.n_actions, 1.0 / data.n_actions)
+    ctx.agents = train_agents(
+        specs, n_actions=data.n_actions, train_features=f_train, train_action=split.train.action,
+        train_reward=objective.logged(split.train), train_pscore=split.train.pscore,
+        logging_probabilities=ctx.uniform_logging if ctx.uniform_logging is not None else uniform,
+        simulator=ResponseBandit(f_train, expected_train), online_rounds=cfg.train.online_rounds,
+        batch_size=cfg.train.batch_size, seed=cfg.seed, progress=lambda m: ctx.say(m), action_features=z_actions,
+    )
+    save_agents(ctx.agents, ctx.out_dir / "agents", data.n_actions, f_train.shape[1], ctx.catalogue_spec)
+    curves = {n: a.online_rewards for n, a in ctx.agents.items() if a.online_rewards is not None}
+    ctx.has_curves = bool(curves)
+    if curves:
+        plots.learning_curves(curves, ctx.out_dir / "learning_curves.png",
+                              f"{ctx.key}: reward per batch while learning in the simulator")
+    regrets = {n: np.cumsum(a.regret) for n, a in ctx.agents.items() if a.regret is not None and np.isfinite(a.regret).all()}
+    if regrets:
+        plots.regret_curves(regrets, ctx.out_dir / "regret.png",
+                            f"{ctx.key}: cumulative regret against the oracle ({simulator_name})")
+        write_text(ctx.out_dir / "regret.csv",
+                   pd.DataFrame({n: r[:: max(1, len(r) // 200)] for n, r in regrets.items()}).to_csv())
+
+
+def _q_hat(ctx: DatasetRun, expected) -> np.ndarray:
+    """(n, A, P) model-based estimated rewards of a (predictions -> (n, A)) function, per display slot."""
+    data, test = ctx.data, ctx.split.test
+    if data.n_positions == 1:
+        return to_action_dist(expected(ctx.pred_test), 1)
+    return np.stack([expected(ctx.model.predict(ctx.x_test, ctx.recent_test, np.full(test.n_rounds, k)))
+                     for k in range(data.n_positions)], axis=2)
+
+
+def stage_evaluate(ctx: DatasetRun) -> None:
+    """Simulator value and OPE on the held-out test split, for the objective and for every declared reward."""
+    cfg, data, test, objective = ctx.cfg, ctx.data, ctx.split.test, ctx.objective
+    settings = estimator_settings(cfg)
+    ctx.probabilities = {name: agent.served.action_probabilities(ctx.f_test) for name, agent in ctx.agents.items()}
+    for name, probs in ctx.probabilities.items():
+        ok, why = identification(data, ctx.test_rows, to_action_dist(probs, data.n_positions), ctx.run)
+        ctx.identified[name] = ok
+        if not ok:
+            ctx.why_not_identified[name] = why
+    any_identified = any(ctx.identified.values()) if ctx.identified else True
+    ctx.recommended = choose_estimator(cfg, test, settings, ctx.run, ctx.key) if any_identified else "dm"
+    targets: dict[str, Objective] = {objective.name: objective}
+    for r in data.reward_names:
+        targets.setdefault(r, make_objective(r, data.action_ids))
+    q_obj = objective.expected(ctx.pred_test, data.action_ids)
+    sim_rows = []
+    replay = (q_obj * logging_replay_probabilities(ctx)).sum(axis=1)
+    if LOGGING not in ctx.probabilities:
+        lo_m, lo_lo, lo_hi = mean_ci(replay, cfg.eval.alpha, binary=False)
+        sim_rows.append({"policy": LOGGING, "simulator_value": lo_m, "ci_low": lo_lo, "ci_high": lo_hi,
+                         "top_action": "(as logged)", "top_action_share": float("nan")})
+    for name, probs in ctx.probabilities.items():
+        m, lo, hi = mean_ci((probs * q_obj).sum(axis=1), cfg.eval.alpha, binary=False)
+        shares = probs.mean(axis=0)
+        sim_rows.append({"policy": name, "simulator_value": m, "ci_low": lo, "ci_high": hi,
+                         "top_action": str(data.action_ids[int(shares.argmax())]), "top_action_share": float(shares.max())})
+    ctx.simulator = pd.DataFrame(sim_rows).set_index("policy")
+    for target, obj in targets.items():
+        q_hat = _q_hat(ctx, lambda pred, o=obj: o.expected(pred, data.action_ids))
+        reward = obj.logged(test)
+        evals = {}
+        for name, probs in ctx.probabilities.items():
+            evals[name] = evaluate_policy(
+                policy=name, data=data.name, split="test", action_dist=to_action_dist(probs, data.n_positions),
+                reward=reward, action=test.action, pscore=test.pscore, position=test.position,
+                estimated_rewards=q_hat, recommended=ctx.recommended, settings=settings,
+                n_bootstrap=cfg.eval.n_bootstrap, alpha=cfg.eval.alpha, seed=cfg.seed,
+                identified=ctx.identified[name])
+            if name in ctx.why_not_identified:
+                evals[name].notes.append(ctx.why_not_identified[name])
+        ctx.reward_evaluations[target] = evals
+    ctx.evaluations = ctx.reward_evaluations[objective.name]
+    ope = pd.DataFrame([r | {"target": t} for t, evals in ctx.reward_evaluations.items()
+                        for e in evals.values() for r in e.table_rows()])
+    write_text(ctx.out_dir / "ope.csv", ope.to_csv(index=False))
+    write_text(ctx.out_dir / "simulator.csv", ctx.simulator.to_csv())
+    for name, e in ctx.evaluations.items():
+        write_json(ctx.out_dir / "evaluations" / f"{name}.json", e.to_json())
+    first = next(iter(ctx.evaluations.values()))
+    plots.ope_plot(ope[ope["target"] == objective.name], first.logging, ctx.recommended, ctx.out_dir / "ope.png",
+                   f"{ctx.key}: OPE on held-out rows ({objective.name})")
+
+
+def stage_ship(ctx: DatasetRun) -> None:
+    """The ship rule (pushrl.policies.ship) with the configured guardrails."""
+    guardrails = make_guardrails(ctx.cfg.objective.get("guardrails"), list(ctx.data.reward_names))
+    candidates = [n for n in ctx.evaluations if n != LOGGING]
+    ctx.decision = decide(ctx.evaluations, ctx.reward_evaluations, ctx.recommended, candidates, guardrails,
+                          ctx.identified)
+
+
+def stage_export(ctx: DatasetRun) -> None:
+    """Export the shipped policy (`artifact/`) and the best learned candidate beside it (`candidate_artifact/`)."""
+    cfg, data = ctx.cfg, ctx.data
+    exports = {}
+    if ctx.chosen != LOGGING or LOGGING in ctx.agents:
+        exports["artifact"] = ctx.chosen
+    best = ctx.best_learned
+    if best and best != ctx.chosen:
+        exports["candidate_artifact"] = best
+    for folder, name in exports.items():
+        e = ctx.evaluations[name]
+        ctx.say(f"[bold]{ctx.key}[/bold]: exporting {name} to {ctx.out_dir / folder}")
+        ctx.artifacts[folder] = export_policy(
+            ctx.agents[name].served, name, ctx.model.encoder, data.action_ids, ctx.out_dir / folder,
+            no_push_action=ctx.no_push, catalogue=ctx.catalogue_spec if name in SHARED else None,
+            metadata={"data_fingerprint": data.fingerprint(),
+                      "training_config": {"seed": int(cfg.seed), "hparams": ctx.agents[name].hparams,
+                                          "objective": ctx.objective.name},
+                      "metrics": {f"ope_{k}": e.estimates[k].value for k in e.estimates}
+                      | {"simulator_value": float(ctx.simulator.loc[name, "simulator_value"])}},
+        )
+
+
+def stage_report(ctx: DatasetRun) -> None:
+    """Metrics and the report sections of the choice, the model, fidelity and learning curves."""
+    logging_value = next(iter(ctx.evaluations.values())).logging.value
+    ctx.run.add_metrics(ctx.key, {
+        "objective": ctx.objective.name, "chosen": ctx.chosen, "simulator": ctx.simulator["simulator_value"].to_dict(),
+        "ope": {n: {k: e.estimates[k].value for k in e.estimates} for n, e in ctx.evaluations.items()},
+        "logging_value": logging_value,
+        "rewards": {r: {n: _interval(e, ctx.recommended) for n, e in evals.items()}
+                    | {LOGGING: {"value": next(iter(evals.values())).logging.value}}
+                    for r, evals in ctx.reward_evaluations.items() if r != ctx.objective.name},
+        "identified": dict(ctx.identified)})
+    report_sections.ship_section(ctx)
+    report_sections.model_and_fidelity_sections(ctx.run, ctx.key, ctx.report, ctx.fidelity, cold_start_note(ctx.model))
+    if ctx.has_curves:
+        report_sections.learning_curves_section(ctx.run, ctx.key)
+
+
+def stage_abtest(ctx: DatasetRun) -> None:
+    """The online test that would confirm the candidate (the chosen policy, or the best learned one)."""
+    candidate = ctx.chosen if ctx.chosen != LOGGING else ctx.best_learned
+    if candidate is None:
+        return
+    sim = ctx.simulator
+    binary = ctx.objective.is_plain and bool(np.isin(ctx.split.test.reward(ctx.objective.reward), (0.0, 1.0)).all())
+    test = online_test_section(ctx.cfg, ctx.evaluations[candidate], ctx.evaluations[candidate].recommended,
+                               float(sim.loc[candidate, "simulator_value"]),
+                               float(sim.loc[LOGGING, "simulator_value"]) if LOGGING in sim.index
+                               else float(ctx.evaluations[candidate].logging.value),
+                               binary=binary, plot_path=ctx.out_dir / "power.png",
+                               title=f"{ctx.key}: power of the A/B test of {candidate}")
+    ctx.run.add_section(f"{ctx.key}: the online A/B test that would confirm `{candidate}`", test.markdown)
+    ctx.run.add_metrics(f"{ctx.key}/abtest", test.metrics)
+
+
+def stage_sequential(ctx: DatasetRun) -> None:
+    """When to push: PPO vs bandits with fatigue and churn, and the accuracy-diversity front."""
+    from pushrl.experiments.sequential import sequential_section
+
+    ctx.say(f"[bold]{ctx.key}[/bold]: sequential simulator (fatigue and churn on): PPO vs bandits, lambda sweep ...")
+    seq = sequential_section(ctx.cfg.sequential, model=ctx.model, pool_contexts=ctx.x_train.astype(np.float64),
+                             categories=promotion_categories(ctx.data), action_ids=ctx.data.action_ids,
+                             objective=ctx.objective, no_push_action=ctx.no_push, key=ctx.key, run=ctx.run,
+                             seed=int(ctx.cfg.seed), say=ctx.say)
+    # wall-clock seconds are in the report text; metrics.json holds only reproducible numbers
+    ctx.run.add_metrics(f"{ctx.key}/sequential", {k: v for k, v in seq.items() if k != "seconds"})
+
+
+def stage_budget(ctx: DatasetRun) -> None:
+    """Value versus send budget (a log with a no-push action)."""
+    from pushrl.experiments.budget_section import budget_section
+
+    q_test = ctx.objective.expected(ctx.pred_test, ctx.data.action_ids)
+    ctx.run.add_metrics(f"{ctx.key}/budget", budget_section(
+        ctx.run, ctx.key, q_test, ctx.data.action_ids.tolist().index(ctx.no_push), ctx.objective.logged(ctx.split.test),
+        ctx.split.test.action, ctx.split.test.pscore, ctx.objective.name, int(ctx.cfg.seed)))
+
+
+def stage_uplift(ctx: DatasetRun) -> None:
+    """Uplift over sending nothing: T-learner baselines, every reward, Qini, cross-fitted fidelity."""
+    from pushrl.experiments.uplift_section import uplift_section
+
+    ctx.say(f"[bold]{ctx.key}[/bold]: uplift baselines, Qini curves and cross-fitted fidelity ...")
+    uplift_section(ctx.cfg, data=ctx.data, split=ctx.split, model=ctx.model, objective=ctx.objective,
+                   no_push_action=ctx.no_push, policies={n: a.served for n, a in ctx.agents.items()},
+                   features_test=ctx.f_test, key=ctx.key, run=ctx.run, seed=ctx.cfg.seed, say=ctx.say,
+                   test_predictions=ctx.pred_test)
+
+
+def stages_for(cfg: DictConfig, stop_after: str | None, has_no_push: bool) -> list[str]:
+    """The stage names `pushrl run` (None), `fit` or `train` runs, in order."""
+    if stop_after == "fit":
+        return ["fit", "fidelity"]
+    names = ["fit", "fidelity", "train", "evaluate", "ship"]
+    if stop_after == "train":
+        return names + ["report"]
+    names += ["export", "report", "abtest"]
+    if cfg.sequential.enabled:
+        names.append("sequential")
+    if has_no_push:
+        names += ["budget", "uplift"]
+    return names
+
+
+STAGE_FUNCTIONS = {"fit": stage_fit, "fidelity": stage_fidelity, "train": stage_train, "evaluate": stage_evaluate,
+                   "ship": stage_ship, "export": stage_export, "report": stage_report, "abtest": stage_abtest,
+                   "sequential": stage_sequential, "budget": stage_budget, "uplift": stage_uplift}
+
+
+def run_dataset(cfg: DictConfig, data: LoggedData, split: Split, default_objective: str, run: RunFolder,
+                key: str, say, truth=None, stop_after: str | None = None) -> DatasetResult | None:
+    """The pipeline on one dataset; adds its report sections and metrics under `key`.
+
+    stop_after: None (everything), "fit" (model report + fidelity), "train" (no export, no A/B section).
+    """
+    torch.set_num_threads(1)
+    if stop_after != "fit":
+        _check_propensities(data)
+    ctx = DatasetRun(cfg=cfg, data=data, split=split, key=key, run=run, say=say, truth=truth,
+                     objective=resolve_objective(cfg, data, default_objective), no_push=declared_no_push(cfg, data),
+                     test_rows=split_indices(data, tuple(cfg.split.fractions), seed=cfg.split.seed)[2],
+                     uniform_logging=_uniform_logging(data))
+    for name in stages_for(cfg, stop_after, ctx.no_push is not None):
+        STAGE_FUNCTIONS[name](ctx)
+    if stop_after == "fit":
+        report_sections.model_and_fidelity_sections(run, key, ctx.report, ctx.fidelity, cold_start_note(ctx.model))
+        return None
+    return DatasetResult(key, ctx.objective.name, ctx.chosen, ctx.evaluations, ctx.simulator)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# helpers shared with other commands
+
+
+def identification(data: LoggedData, rows: np.ndarray, dist: np.ndarray, run: RunFolder) -> tuple[bool, str]:
+    """Whether IPS-family estimates of a policy are identified on `rows` (see pushrl evaluate)."""
+    from pushrl.experiments.evaluate import identification as check
+
+    return check(data, rows, dist, run)
 
 
 def cold_start_note(model: ResponseModel) -> list[str]:
@@ -73,206 +509,15 @@ def cold_start_note(model: ResponseModel) -> list[str]:
             f"scores them from their features only, and OPE flags any policy mass on them; {how}."]
 
 
-def _logging_probabilities(data: LoggedData) -> np.ndarray:
-    """(A,) logging probabilities for a context-free logging policy (uniform here; checked)."""
-    p = data.pscore
-    if p is None or not np.allclose(p, 1.0 / data.n_actions):
-        raise ValueError(f"{data.name}: the run pipeline needs a uniform-random log (propensity 1/n_actions); "
-                         "use `pushrl evaluate` for other logging policies")
-    return np.full(data.n_actions, 1.0 / data.n_actions)
-
-
-def run_dataset(cfg: DictConfig, data: LoggedData, split: Split, default_objective: str, run: RunFolder,
-                key: str, say, truth=None, stop_after: str | None = None) -> DatasetResult | None:
-    """The pipeline on one dataset; adds its report sections and metrics under `key`.
-
-    stop_after: None (everything), "fit" (model report + fidelity), "train" (no export, no A/B section).
-    """
-    torch.set_num_threads(1)
-    objective = resolve_objective(cfg.objective, data, default_objective)
-    out_dir = run.path(key)
-
-    # 1. response model ----------------------------------------------------------------------
-    say(f"[bold]{key}[/bold]: fitting the response model on {split.train.n_rounds:,} rows ...")
-    mcfg = ResponseModelConfig(**OmegaConf.to_container(cfg.model, resolve=True), seed=cfg.seed, progress=cfg.progress)
-    model = fit_or_resume(mcfg, split, out_dir / "response_model", say)
-    report = model_report(model, split, out_dir, seed=cfg.seed)
-    run.add_metrics(f"{key}/model", report.table.to_dict(orient="index"))
-
-    # 2. simulator fidelity (held-out test rows) -------------------------------------------------
-    x_test, recent_test = model.encode(split.test)
-    pred_test = model.predict(x_test, recent_test, split.test.position)  # once: fidelity, simulator value, OPE
-    logging_p = _logging_probabilities(data)
-    fid = pd.concat([
-        replay_fidelity(model, x_test, recent_test, split.test.position, np.tile(logging_p, (split.test.n_rounds, 1)),
-                        split.test.reward(r), r, alpha=cfg.eval.alpha, predictions=pred_test).assign(reward=r)
-        for r in model.reward_names], ignore_index=True)
-    fid["scope"] = fid["reward"] + ": " + fid["scope"]
-    write_text(out_dir / "fidelity.csv", fid.to_csv(index=False))
-    plots.fidelity_plot(fid, out_dir / "fidelity.png", f"{key}: logging policy replayed in the simulator")
-    run.add_metrics(f"{key}/fidelity", {r["scope"].replace(": ", "/"): {"logged": r["logged"], "simulated": r["simulated"],
-                                                      "inside_ci": bool(r["inside_ci"])} for r in fid.to_dict("records")})
-
-    if stop_after == "fit":
-        _model_and_fidelity_sections(run, key, report, fid, cold_start_note(model))
-        return None
-
-    # 3. agents --------------------------------------------------------------------------------
-    x_train, recent_train = model.encode(split.train)
-    f_train, f_test = with_intercept(x_train), with_intercept(x_test)
-    pool_pos = split.train.position
-
-    def expected_train(rows: np.ndarray) -> np.ndarray:
-        x = f_train[rows, :-1]
-        pred = model.predict(x, recent_train[rows], pool_pos[rows])
-        return objective.expected(pred, data.action_ids)
-
-    simulator_name = "the learned response model"
-    if truth is not None and cfg.train.simulator == "truth":
-        # synthetic logs: bandits learn against the known truth, so regret is against the real oracle
-        x_true, seg_true, recent_true, _ = truth.row_inputs(split.train)
-
-        def expected_train(rows: np.ndarray) -> np.ndarray:  # noqa: F811
-            pred = truth.expected_all(x_true[rows], seg_true[rows], recent_true[rows], pool_pos[rows])
-            return objective.expected(pred, data.action_ids)
-
-        simulator_name = "the synthetic ground truth"
-    simulator = ResponseBandit(f_train, expected_train)
-    train_reward = objective.logged(split.train)
-    say(f"[bold]{key}[/bold]: training {len(cfg.agents)} agents (objective: {objective.name}) ...")
-    z_actions, catalogue_spec = catalogue_features(model, data.catalogue)
-    agents = train_agents(
-        {k: dict(v or {}) for k, v in OmegaConf.to_container(cfg.agents, resolve=True).items()},
-        n_actions=data.n_actions, train_features=f_train, train_action=split.train.action, train_reward=train_reward,
-        train_pscore=split.train.pscore, logging_probabilities=logging_p, simulator=simulator,
-        online_rounds=cfg.train.online_rounds, batch_size=cfg.train.batch_size, seed=cfg.seed,
-        progress=lambda m: say(m), action_features=z_actions,
-    )
-    save_agents(agents, out_dir / "agents", data.n_actions, f_train.shape[1], catalogue_spec)
-    curves = {n: a.online_rewards for n, a in agents.items() if a.online_rewards is not None}
-    if curves:
-        plots.learning_curves(curves, out_dir / "learning_curves.png", f"{key}: reward per batch while learning in the simulator")
-    regrets = {n: np.cumsum(a.regret) for n, a in agents.items() if a.regret is not None and np.isfinite(a.regret).all()}
-    if regrets:
-        plots.regret_curves(regrets, out_dir / "regret.png", f"{key}: cumulative regret against the oracle ({simulator_name})")
-        write_text(out_dir / "regret.csv", pd.DataFrame({n: r[:: max(1, len(r) // 200)] for n, r in regrets.items()}).to_csv())
-
-    # 4. simulator value and OPE on the held-out test split ---------------------------------------
-    q_test = objective.expected(pred_test, data.action_ids)
-    eval_reward = objective.logged(split.test)
-    q_hat = to_action_dist(q_test, data.n_positions) if data.n_positions == 1 else np.stack(
-        [objective.expected(model.predict(x_test, recent_test, np.full(split.test.n_rounds, k)), data.action_ids)
-         for k in range(data.n_positions)], axis=2)
-    settings = EstimatorSettings(clip=cfg.eval.clip, switch_threshold=cfg.eval.switch_threshold,
-                                 dros_lambda=cfg.eval.dros_lambda)
-    rec = choose_estimator(cfg, split.test, settings, run, key)
-    evaluations: dict[str, PolicyEvaluation] = {}
-    sim_rows = []
-    for name, agent in agents.items():
-        probs = agent.policy.action_probabilities(f_test)
-        v = probs * q_test
-        sim_mean, sim_lo, sim_hi = mean_ci(v.sum(axis=1), cfg.eval.alpha, binary=False)
-        shares = probs.mean(axis=0)
-        sim_rows.append({"policy": name, "simulator_value": sim_mean, "ci_low": sim_lo, "ci_high": sim_hi,
-                         "top_action": str(data.action_ids[int(shares.argmax())]), "top_action_share": float(shares.max())})
-        evaluations[name] = evaluate_policy(
-            policy=name, data=data.name, split="test", action_dist=to_action_dist(probs, data.n_positions),
-            reward=eval_reward, action=split.test.action, pscore=split.test.pscore, position=split.test.position,
-            estimated_rewards=q_hat, recommended=rec, settings=settings,
-            n_bootstrap=cfg.eval.n_bootstrap, alpha=cfg.eval.alpha, seed=cfg.seed,
-        )
-    sim = pd.DataFrame(sim_rows).set_index("policy")
-    ope = pd.DataFrame([r for e in evaluations.values() for r in e.table_rows()])
-    write_text(out_dir / "ope.csv", ope.to_csv(index=False))
-    write_text(out_dir / "simulator.csv", sim.to_csv())
-    for name, e in evaluations.items():
-        write_json(out_dir / "evaluations" / f"{name}.json", e.to_json())
-    plots.ope_plot(ope, evaluations[next(iter(evaluations))].logging, rec, out_dir / "ope.png",
-                   f"{key}: OPE on held-out rows ({objective.name})")
-
-    # 5. choice: the best recommended-estimator value whose CI lower bound beats the logging policy
-    logging_value = next(iter(evaluations.values())).logging
-    ranked = sorted(evaluations.values(), key=lambda e: e.estimates[rec].value, reverse=True)
-    confident = [e for e in ranked if e.estimates[rec].ci_low > logging_value.value and e.policy != "logging"]
-    if confident:
-        chosen = confident[0].policy
-        why = (f"highest {rec} value ({confident[0].estimates[rec].value:.5g}) with its 95% CI lower bound "
-               f"({confident[0].estimates[rec].ci_low:.5g}) above the logging policy's value ({logging_value.value:.5g})")
-    else:
-        chosen = "logging"
-        why = (f"no policy's {rec} 95% CI lower bound is above the logging policy's value ({logging_value.value:.5g}); "
-               f"the best point estimate is {ranked[0].policy} ({ranked[0].estimates[rec].value:.5g}), "
-               "not a confident improvement, so keep the logging policy and collect more data")
-    # 6. export: the chosen policy, and the best learned candidate beside it if that is another one
-    best_learned = next((e.policy for e in ranked if agents[e.policy].kind != "baseline"), None)
-    exports = {"artifact": chosen} if stop_after != "train" else {}
-    if best_learned and best_learned != chosen and stop_after != "train":
-        exports["candidate_artifact"] = best_learned
-    artifact_paths = {}
-    for folder, name in exports.items():
-        e = evaluations[name]
-        say(f"[bold]{key}[/bold]: exporting {name} to {out_dir / folder}")
-        artifact_paths[folder] = export_policy(
-            agents[name].policy, name, model.encoder, data.action_ids, out_dir / folder,
-            no_push_action=objective_no_push(cfg, data), catalogue=catalogue_spec if name in SHARED else None,
-            metadata={"data_fingerprint": data.fingerprint(),
-                      "training_config": {"seed": int(cfg.seed), "hparams": agents[name].hparams, "objective": objective.name},
-                      "metrics": {f"ope_{k}": e.estimates[k].value for k in e.estimates}
-                      | {"simulator_value": float(sim.loc[name, "simulator_value"])}},
-        )
-    run.add_metrics(key, {"objective": objective.name, "chosen": chosen,
-                          "simulator": sim["simulator_value"].to_dict(),
-                          "ope": {n: {k: e.estimates[k].value for k in e.estimates} for n, e in evaluations.items()},
-                          "logging_value": logging_value.value})
-    _report_sections(run, key, data, split, objective, report, fid, sim, evaluations, rec, chosen, why, bool(curves),
-                     artifact_paths, cold_start_note(model))
-    # 7. the online test that would confirm the candidate (the chosen policy, or the best learned one)
-    candidate = chosen if chosen != "logging" else best_learned
-    if candidate is not None and stop_after != "train":
-        test = online_test_section(cfg, evaluations[candidate], rec, float(sim.loc[candidate, "simulator_value"]),
-                                   float(sim.loc["logging", "simulator_value"]) if "logging" in sim.index
-                                   else float(logging_value.value),
-                                   binary=objective.name in BINARY_REWARDS,
-                                   plot_path=out_dir / "power.png", title=f"{key}: power of the A/B test of {candidate}")
-        run.add_section(f"{key}: the online A/B test that would confirm `{candidate}`", test.markdown)
-        run.add_metrics(f"{key}/abtest", test.metrics)
-    # 8. the sequential problem: PPO vs bandits with fatigue and churn, and the accuracy-diversity front
-    if cfg.sequential.enabled and stop_after is None:
-        say(f"[bold]{key}[/bold]: sequential simulator (fatigue and churn on): PPO vs bandits, lambda sweep ...")
-        seq = sequential_section(cfg.sequential, model=model, pool_contexts=x_train.astype(np.float64), categories=
-                                 promotion_categories(data), action_ids=data.action_ids, objective_name=objective.name,
-                                 key=key, run=run, seed=int(cfg.seed), say=say)
-        # wall-clock seconds are in the report text; metrics.json holds only reproducible numbers
-        run.add_metrics(f"{key}/sequential", {k: v for k, v in seq.items() if k != "seconds"})
-    # 8b. a send budget, when the log has a no-push action
-    no_push_id = objective_no_push(cfg, data)
-    if no_push_id is not None and stop_after is None:
-        from pushrl.experiments.budget_section import budget_section
-
-        run.add_metrics(f"{key}/budget", budget_section(
-            run, key, q_test, data.action_ids.tolist().index(no_push_id), eval_reward, split.test.action,
-            split.test.pscore, objective.name, int(cfg.seed)))
-    # 8. the campaign-specific analysis: uplift baselines, every objective, Qini, cross-fitted fidelity
-    if cfg.data.kind == "hillstrom" and stop_after is None:
-        say(f"[bold]{key}[/bold]: uplift baselines, Qini curves and cross-fitted fidelity ...")
-        hillstrom_section(cfg, data=data, split=split, model=model, objective=objective,
-                          policies={n: a.policy for n, a in agents.items()}, features_test=f_test,
-                          key=key, run=run, seed=cfg.seed, say=say, test_predictions=pred_test)
-    return DatasetResult(key, objective.name, chosen, evaluations, sim)
-
-
 def fit_or_resume(mcfg: ResponseModelConfig, split: Split, folder: Path, say) -> ResponseModel:
     """Fit the response model, or reload the one a previous (interrupted) run in this folder saved for the
     same config and the same training data; `fit.json` records both and is written last."""
     stamp = {"config": {k: v for k, v in vars(mcfg).items() if k != "progress"},
              "train": split.train.fingerprint(), "validation": split.validation.fingerprint()}
     marker = folder / "fit.json"
-    if marker.exists():
-        import json
-
-        if json.loads(marker.read_text()) == json.loads(json.dumps(stamp)):
-            say(f"  reusing the response model saved in {folder}")
-            return ResponseModel.load(folder)
+    if marker.exists() and json.loads(marker.read_text()) == json.loads(json.dumps(stamp)):
+        say(f"  reusing the response model saved in {folder}")
+        return ResponseModel.load(folder)
     model = ResponseModel.fit(split.train, split.validation, mcfg)
     model.save(folder)
     write_json(marker, stamp)
@@ -303,63 +548,6 @@ def promotion_categories(data: LoggedData) -> np.ndarray:
     if best is None:
         return np.zeros(data.n_actions, dtype=np.int64)
     return pd.factorize(feats[best].astype(str))[0].astype(np.int64)
-
-
-def objective_no_push(cfg: DictConfig, data: LoggedData):
-    """The log's no-push action id, if it has one."""
-    ids = data.action_ids.tolist()
-    return cfg.objective.no_push_action if cfg.objective.no_push_action in ids else None
-
-
-def _fmt(x: float) -> str:
-    return f"{x:.5g}"
-
-
-def _model_and_fidelity_sections(run: RunFolder, key: str, report, fid: pd.DataFrame, cold_start: list[str]) -> None:
-    """The report's simulator-fidelity and response-model sections (every command that fits a model)."""
-    fid_md = ["| scope | rows | logged [95% CI] | simulated | inside CI |", "|---|---|---|---|---|"]
-    for r in fid.to_dict("records"):
-        fid_md.append(f"| {r['scope']} | {r['rows']:,} | {_fmt(r['logged'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}] | "
-                      f"{_fmt(r['simulated'])} | {'yes' if r['inside_ci'] else '**no**'} |")
-    fid_md += ["", f"![fidelity]({key}/fidelity.png)"]
-    run.add_section(f"{key}: simulator fidelity (logging policy replayed on held-out rows)", "\n".join(fid_md))
-    model_md = [report.to_markdown(), "", f"![calibration]({key}/reliability.png)", *cold_start]
-    run.add_section(f"{key}: response model (held-out test split)", "\n".join(model_md))
-
-
-def _report_sections(run: RunFolder, key: str, data: LoggedData, split: Split, objective: Objective, report,
-                     fid: pd.DataFrame, sim: pd.DataFrame, evaluations: dict[str, PolicyEvaluation], rec: str,
-                     chosen: str, why: str, has_curves: bool, artifacts: dict[str, Path], cold_start: list[str]) -> None:
-    chosen_eval = evaluations[chosen]
-    md = [f"**Ship: `{chosen}`** — {why}.", ""]
-    if "artifact" in artifacts:
-        md.append(f"Artifact: `{artifacts['artifact']}` (serve it: `pushrl serve {artifacts['artifact']}`).")
-    if "candidate_artifact" in artifacts:
-        md.append(f"Best learned candidate (not shipped; try it in shadow mode or an A/B test): `{artifacts['candidate_artifact']}`.")
-    md.append("")
-    if chosen != "logging":
-        lift = chosen_eval.lift(rec)
-        md.append(f"Lift over the logging policy ({rec}): {lift:+.1%}; simulator value "
-                  f"{_fmt(sim.loc[chosen, 'simulator_value'])} vs logging {_fmt(sim.loc['logging', 'simulator_value'])}"
-                  if "logging" in sim.index else f"Lift over the logging policy ({rec}): {lift:+.1%}")
-        md.append("")
-    md += ["| policy | simulator value [95% CI] | OPE " + rec + " [95% CI] | lift | OPE dr [95% CI] | ESS | most pushed |",
-           "|---|---|---|---|---|---|---|"]
-    for name, e in evaluations.items():
-        s = sim.loc[name]
-        r, d = e.estimates[rec], e.estimates["dr"]
-        md.append(f"| {name} | {_fmt(s.simulator_value)} [{_fmt(s.ci_low)}, {_fmt(s.ci_high)}] | {_fmt(r.value)} "
-                  f"[{_fmt(r.ci_low)}, {_fmt(r.ci_high)}] | {e.lift(rec):+.1%} | {_fmt(d.value)} [{_fmt(d.ci_low)}, "
-                  f"{_fmt(d.ci_high)}] | {e.diagnostics.effective_sample_size:,.0f} | {s.top_action} ({s.top_action_share:.0%}) |")
-    lv = chosen_eval.logging
-    md += ["", f"Logging policy's on-policy value on the test split: {_fmt(lv.value)} [{_fmt(lv.ci_low)}, {_fmt(lv.ci_high)}] "
-           f"({split.test.n_rounds:,} rows, objective `{objective.name}`). All seven estimators per policy: `{key}/ope.csv`; "
-           f"one `evaluation.json` per policy in `{key}/evaluations/`.", "", f"![OPE]({key}/ope.png)"]
-    run.add_section(f"{key}: which policy to ship", "\n".join(md))
-    _model_and_fidelity_sections(run, key, report, fid, cold_start)
-    if has_curves:
-        extra = f"\n\n![regret]({key}/regret.png)" if (run.root / key / "regret.png").exists() else ""
-        run.add_section(f"{key}: learning curves", f"![learning curves]({key}/learning_curves.png){extra}")
 
 
 def summary_rows(results: list[DatasetResult]) -> list[dict[str, Any]]:

@@ -22,15 +22,20 @@ def save_figure(fig, path: Path) -> Path:
 
 
 def fidelity_plot(table: pd.DataFrame, path: Path, title: str) -> Path:
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    y = np.arange(len(table))
-    ax.errorbar(table["logged"], y, xerr=[table["logged"] - table["ci_low"], table["ci_high"] - table["logged"]],
-                fmt="o", color="black", label="logged (95% CI)")
-    ax.scatter(table["simulated"], y, marker="x", color="tab:red", s=60, label="simulator", zorder=3)
-    ax.set_yticks(y, table["scope"])
-    ax.set_xlabel("mean reward")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8)
+    """Logged mean (95% CI) vs the simulator's replay, one panel (own x axis) per reward when the table has
+    a `reward` column: rewards on different scales (a rate and an amount) each get their own axis."""
+    groups = list(table.groupby("reward", sort=False)) if "reward" in table.columns else [("mean reward", table)]
+    fig, axes = plt.subplots(len(groups), 1, figsize=(6, 1.2 + 0.45 * len(table) + 0.6 * len(groups)), squeeze=False)
+    for ax, (reward, rows) in zip(axes[:, 0], groups, strict=True):
+        y = np.arange(len(rows))
+        ax.errorbar(rows["logged"], y, xerr=[rows["logged"] - rows["ci_low"], rows["ci_high"] - rows["logged"]],
+                    fmt="o", color="black", label="logged (95% CI)")
+        ax.scatter(rows["simulated"], y, marker="x", color="tab:red", s=60, label="simulator", zorder=3)
+        ax.set_yticks(y, rows["scope"])
+        ax.set_xlabel(f"mean {reward}")
+    axes[0, 0].set_title(title, fontsize=9)
+    axes[0, 0].legend(fontsize=8)
+    fig.tight_layout()
     return save_figure(fig, path)
 
 

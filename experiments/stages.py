@@ -10,6 +10,7 @@ from rich.console import Console
 
 from pushrl.envs.atomic import write_json, write_text
 from pushrl.envs.describe import describe_data
+from pushrl.envs.leakage import check_leakage
 from pushrl.envs.split import split_log
 from pushrl.experiments.data import ESTIMATE, load_data
 from pushrl.experiments.outputs import RunFolder
@@ -55,6 +56,7 @@ def stage_data(cfg: DictConfig, run: RunFolder):
     write_json(run.path("data", "description.json"), desc.to_dict(), default=str)
     write_text(run.path("data", "description.txt"), desc.to_text() + "\n")
     split = split_log(data, tuple(cfg.split.fractions), seed=cfg.split.seed)
+    check_leakage(split.train)  # a feature that nearly determines a reward is refused, naming it
     sizes = {"train": split.train.n_rounds, "validation": split.validation.n_rounds, "test": split.test.n_rounds}
     run.add_metrics(f"{cfg.data.name}/data", {"rows": data.n_rounds, "actions": data.n_actions, "positions": data.n_positions,
                              "split": sizes, "rewards": desc.rewards, "ess": desc.ess})
@@ -107,14 +109,16 @@ def stage_run(cfg: DictConfig, run: RunFolder, stop_after: str | None = None) ->
     for i, data_cfg in enumerate([cfg.data] + [_embedded_data_config(n) for n in cfg.also]):
         sub = cfg.copy()
         sub.data = data_cfg
-        if i > 0:
-            sub.objective.reward = "auto"
+        if i > 0:  # an embedded dataset of `also` runs on its own default objective, without the main log's
+            sub.objective.reward = "auto"  # guardrails or weights (they name the main log's rewards)
+            sub.objective.guardrails = {}
+            sub.objective.weights = {}
         data, truth, split = stage_data(sub, run)
         res = run_dataset(sub, data, split, data_cfg.default_objective, run, data_cfg.name, console.print,
                           truth=truth, stop_after=stop_after)
         if res is not None:
             results.append(res)
-    if cfg.synthetic_fidelity:
+    if _demos_on(cfg):
         from pushrl.experiments.synthetic_fidelity import synthetic_fidelity_section
 
         run.add_metrics("synthetic_fidelity", synthetic_fidelity_section(run, int(cfg.seed), console.print))
@@ -139,7 +143,8 @@ def stage_export(cfg: DictConfig, run: RunFolder) -> Path:
     model = ResponseModel.load(src / "response_model")
     fingerprint = json.loads((src / "response_model" / "fit.json").read_text())["train"]
     ids = list(model.catalogue_ids)
-    no_push = cfg.objective.no_push_action if cfg.objective.no_push_action in ids else None
+    wanted = cfg.data.get("no_push_action")
+    no_push = next((a for a in ids if wanted is not None and str(a) == str(wanted)), None)
     catalogue = load_catalogue(src / "agents") if cfg.export.agent in SHARED else None
     path = export_policy(policy, cfg.export.agent, model.encoder, ids, run.path("artifact"), no_push_action=no_push,
                          catalogue=catalogue, metadata={"data_fingerprint": fingerprint, "training_config": {"source_run": str(src)}})
@@ -148,7 +153,26 @@ def stage_export(cfg: DictConfig, run: RunFolder) -> Path:
 
 
 def run_command(cfg: DictConfig) -> None:
+    """Run the configured command; the report and metrics are written even when a later stage fails."""
     run = _run_folder()
+    try:
+        title, evaluation_path = _command(cfg, run)
+    except Exception as exc:
+        if run.sections:  # what was done stays readable; the error is the report's last section
+            run.add_section("Run stopped early", f"The run stopped with: `{type(exc).__name__}: {exc}`. The sections "
+                            "above are complete; rerun into the same folder after fixing the cause (saved models are reused).")
+            run.write(f"pushrl {cfg.command}: {cfg.data.name} (stopped early)")
+        raise
+    paths = run.write(title)
+    console.print(f"\n[bold green]done[/bold green]. Outputs in {run.root}")
+    for name, p in paths.items():
+        console.print(f"  {name}: {p}")
+    if evaluation_path is not None:
+        print(evaluation_path)  # last line: where the machine-readable result is
+
+
+def _command(cfg: DictConfig, run: RunFolder) -> tuple[str, Path | None]:
+    """The command's work; returns the report title and, for evaluate, the evaluation.json path."""
     command = cfg.command
     title = f"pushrl {command}: {cfg.data.name}"
     evaluation_path = None
@@ -159,7 +183,7 @@ def run_command(cfg: DictConfig) -> None:
         from pushrl.experiments.pipeline import resolve_objective
 
         data, _, _ = stage_data(cfg, run)
-        objective = resolve_objective(cfg.objective, data, cfg.data.default_objective)
+        objective = resolve_objective(cfg, data, cfg.data.default_objective)
         ev, evaluation_path = evaluate_command(cfg, data, run, objective)
         title = f"pushrl evaluate: {ev.policy} on {data.name}"
     elif command == "export":
@@ -174,9 +198,9 @@ def run_command(cfg: DictConfig) -> None:
             run.sections.insert(0, ("Summary", "\n".join(lines)))
     else:
         raise ValueError(f"command {command!r} is not wired yet")
-    paths = run.write(title)
-    console.print(f"\n[bold green]done[/bold green]. Outputs in {run.root}")
-    for name, p in paths.items():
-        console.print(f"  {name}: {p}")
-    if evaluation_path is not None:
-        print(evaluation_path)  # last line: where the machine-readable result is
+    return title, evaluation_path
+
+
+def _demos_on(cfg: DictConfig) -> bool:
+    """`demos` (None: on for the embedded showcase, off for a user's own log, data.kind=file)."""
+    return bool(cfg.demos) if cfg.demos is not None else cfg.data.kind != "file"
