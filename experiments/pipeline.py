@@ -78,6 +78,7 @@ class DatasetRun:
     no_push: Any
     test_rows: np.ndarray
     uniform_logging: np.ndarray | None  # (A,) when the log is uniform-random (the exact logging policy)
+    guardrails: tuple = ()
     model: ResponseModel | None = None
     report: Any = None
     x_test: np.ndarray | None = None
@@ -349,9 +350,8 @@ def stage_evaluate(ctx: DatasetRun) -> None:
 
 def stage_ship(ctx: DatasetRun) -> None:
     """The ship rule (pushrl.policies.ship) with the configured guardrails."""
-    guardrails = make_guardrails(ctx.cfg.objective.get("guardrails"), list(ctx.data.reward_names))
     candidates = [n for n in ctx.evaluations if n != LOGGING]
-    ctx.decision = decide(ctx.evaluations, ctx.reward_evaluations, ctx.recommended, candidates, guardrails,
+    ctx.decision = decide(ctx.evaluations, ctx.reward_evaluations, ctx.recommended, candidates, ctx.guardrails,
                           ctx.identified)
 
 
@@ -478,7 +478,8 @@ def run_dataset(cfg: DictConfig, data: LoggedData, split: Split, default_objecti
     ctx = DatasetRun(cfg=cfg, data=data, split=split, key=key, run=run, say=say, truth=truth,
                      objective=resolve_objective(cfg, data, default_objective), no_push=declared_no_push(cfg, data),
                      test_rows=split_indices(data, tuple(cfg.split.fractions), seed=cfg.split.seed)[2],
-                     uniform_logging=_uniform_logging(data))
+                     uniform_logging=_uniform_logging(data),
+                     guardrails=make_guardrails(cfg.objective.get("guardrails"), list(data.reward_names)))
     for name in stages_for(cfg, stop_after, ctx.no_push is not None):
         STAGE_FUNCTIONS[name](ctx)
     if stop_after == "fit":
