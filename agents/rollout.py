@@ -9,10 +9,17 @@ Shapes (S = n_seeds, n = n_users, T = the env's max_episode_steps, k = slate siz
     actions    (S, n, T, k) int64: env actions the policy chose (n_allowed = push nothing),
                -1 once the user's episode has ended
     promotions (S, n, T, k) int64: catalogue index of each promotion pushed, -1 = none
-    outcomes   {"reward", "click", "conversion", "revenue", "pushed", "unsubscribed"}:
-               (S, n, T) float64, 0 once the episode has ended
+    outcomes   {"reward", "objective", "pushed", "unsubscribed", and one per reward of the env's
+               response, by its name}: (S, n, T) float64, 0 once the episode has ended
     active     (S, n, T) bool: the user's episode was running on day t
     users      (S, n) int64: the pool row (shop.contexts) of each user
+
+Metrics (`metric_names(env)`): BASE_METRICS, then for each reward r of the env's response
+`<r>_per_user` (its outcomes over the episode, organic ones on days without a push included) and
+`<r>_per_push` (the pushed items' outcomes per push message). `response_rate` is
+`<response reward>_per_push` of the env's response reward (its first binary reward; nan without
+one) and `objective_per_push` the objective the pushed items earned per push. Coverage and exposure
+Gini are over the pushable promotions (a declared no-push action is not one).
 
 `learn_online(agent, env, n_steps, batch)` trains any object with `act(contexts, rng) ->
 (actions, propensities)` and `update(contexts, actions, rewards)` online in the batched env.
@@ -37,10 +44,9 @@ from pushrl.policies.policy import Policy
 EnvFactory = Callable[[int], BatchedPushEnv]
 """Builds a BatchedPushEnv of the given number of users."""
 
-METRICS = ("reward_per_user", "click_rate", "conversions_per_user", "revenue_per_user",
-           "unsubscribe_rate", "pushes_per_user", "catalogue_coverage", "intra_list_diversity",
-           "category_novelty", "exposure_gini")
-OUTCOMES = ("reward", "click", "conversion", "revenue", "pushed", "unsubscribed")
+BASE_METRICS = ("reward_per_user", "objective_per_user", "objective_per_push", "response_rate", "unsubscribe_rate",
+                "pushes_per_user", "catalogue_coverage", "intra_list_diversity", "category_novelty", "exposure_gini")
+ENV_OUTCOMES = ("reward", "objective", "pushed", "unsubscribed")
 CONFIDENCE = 0.95
 
 
@@ -71,7 +77,7 @@ class RolloutResult:
     """Per-user trajectories and per-seed metrics of `rollout` (shapes in the module docstring)."""
 
     per_seed: dict[str, np.ndarray]
-    """metric name -> (n_seeds,) value of each seed (names in METRICS)."""
+    """metric name -> (n_seeds,) value of each seed (names: `metric_names(env)`)."""
     actions: np.ndarray
     promotions: np.ndarray
     outcomes: dict[str, np.ndarray]
@@ -89,7 +95,7 @@ class RolloutResult:
     @property
     def metrics(self) -> dict[str, Estimate]:
         """metric name -> mean over seeds with its 95% CI."""
-        return {m: estimate(self.per_seed[m]) for m in METRICS}
+        return {m: estimate(v) for m, v in self.per_seed.items()}
 
     def to_frame(self, name: str = "policy") -> pd.DataFrame:
         """One row (index `name`): each metric's mean, `<metric>_ci_low`, `<metric>_ci_high`."""
@@ -99,6 +105,12 @@ class RolloutResult:
         row.update(n_users=self.n_users, n_seeds=self.n_seeds)
         return pd.DataFrame([row], index=pd.Index([name], name="policy"))
 
+
+
+def metric_names(env: BatchedPushEnv) -> tuple[str, ...]:
+    """Every metric `rollout` reports on `env` (see the module docstring)."""
+    rewards = env.dynamics.outcomes
+    return BASE_METRICS + tuple(f"{r}_per_user" for r in rewards) + tuple(f"{r}_per_push" for r in rewards)
 
 
 def resolve_env(env_or_factory: BatchedPushEnv | EnvFactory, n_users: int | None) -> BatchedPushEnv:
@@ -176,7 +188,8 @@ def rollout(policy: Policy, env_or_factory: BatchedPushEnv | EnvFactory, n_users
     n, horizon, k = env.num_envs, env.max_episode_steps, env.config.slate_size
     actions = np.full((n_seeds, n, horizon, k), -1, dtype=np.int64)
     promotions = np.full((n_seeds, n, horizon, k), -1, dtype=np.int64)
-    outcomes = {o: np.zeros((n_seeds, n, horizon)) for o in OUTCOMES}
+    names = ENV_OUTCOMES + env.dynamics.outcomes
+    outcomes = {o: np.zeros((n_seeds, n, horizon)) for o in names}
     active = np.zeros((n_seeds, n, horizon), dtype=bool)
     users = np.zeros((n_seeds, n), dtype=np.int64)
     for s, (env_seed, policy_seed) in enumerate(_seed_pairs(seed, n_seeds)):
@@ -191,34 +204,43 @@ def rollout(policy: Policy, env_or_factory: BatchedPushEnv | EnvFactory, n_users
             actions[s, running, t] = a[running]
             promotions[s, running, t] = info["promotions"][running]
             outcomes["reward"][s, :, t] = np.where(running, reward, 0.0)
-            for o in OUTCOMES[1:]:
-                if o in info:
-                    outcomes[o][s, :, t] = np.where(running, info[o], 0.0)
+            for o in names[1:]:
+                outcomes[o][s, :, t] = np.where(running, info[o], 0.0)
             done = terminated | truncated
             running &= ~done
             if env.autoreset_mode is AutoresetMode.DISABLED and done.any():
                 obs, _ = env.reset(options={"reset_mask": done})
             if not running.any():
                 break
-    has = {o: o in ("reward", "pushed", "unsubscribed") or o in env.dynamics.outcomes for o in OUTCOMES}
-    per_seed = {m: np.array([_metrics(env, promotions[s], {o: v[s] for o, v in outcomes.items()}, has)[m]
-                             for s in range(n_seeds)]) for m in METRICS}
+    seeds = [_metrics(env, promotions[s], {o: v[s] for o, v in outcomes.items()}) for s in range(n_seeds)]
+    per_seed = {m: np.array([x[m] for x in seeds]) for m in metric_names(env)}
     return RolloutResult(per_seed, actions, promotions, outcomes, active, users)
 
 
-def _metrics(env: BatchedPushEnv, promotions: np.ndarray, out: dict[str, np.ndarray],
-             has: dict[str, bool]) -> dict[str, float]:
-    """Every metric of one seed: promotions (n, T, k), outcomes (n, T)."""
+def _metrics(env: BatchedPushEnv, promotions: np.ndarray, out: dict[str, np.ndarray]) -> dict[str, float]:
+    """Every metric of one seed: promotions (n, T, k) catalogue indices, outcomes (n, T)."""
     nan = float("nan")
-    pushes = out["pushed"].sum()
-    cats = env.shop.categories
-    report = diversity.diversity_report(promotions, cats, env.config.history_decay, out["unsubscribed"] > 0)
+    dyn = env.dynamics
+    pushed = out["pushed"]
+    pushes = pushed.sum()
+
+    def per_push(v: np.ndarray) -> float:  # on a push day every outcome is the pushed items' own
+        return float((v * pushed).sum() / pushes) if pushes > 0 else nan
+
+    position = np.full(dyn.shop.n_actions + 1, -1, dtype=np.int64)  # catalogue index -> pushable index
+    position[dyn.promotion_index] = np.arange(dyn.n_allowed)
+    pushable = position[promotions]  # -1 (none) stays -1 through position[-1]
+    report = diversity.diversity_report(pushable, dyn.categories[dyn.promotion_index], env.config.history_decay,
+                                        out["unsubscribed"] > 0)
+    rewards = dyn.outcomes
     return {
         "reward_per_user": float(out["reward"].sum(axis=1).mean()),
-        "click_rate": float(out["click"].sum() / pushes) if pushes > 0 else nan,
-        "conversions_per_user": float(out["conversion"].sum(axis=1).mean()) if has["conversion"] else nan,
-        "revenue_per_user": float(out["revenue"].sum(axis=1).mean()) if has["revenue"] else nan,
+        "objective_per_user": float(out["objective"].sum(axis=1).mean()),
+        "objective_per_push": per_push(out["objective"]),
+        "response_rate": per_push(out[dyn.response_reward]) if dyn.response_reward is not None else nan,
         **report,
+        **{f"{r}_per_user": float(out[r].sum(axis=1).mean()) for r in rewards},
+        **{f"{r}_per_push": per_push(out[r]) for r in rewards},
     }
 
 

@@ -247,13 +247,13 @@ class LearningCurveCallback(BaseCallback):
         row = {"timesteps": int(self.model.num_timesteps), "reward_per_user": m["reward_per_user"].mean,
                "reward_per_user_ci_low": m["reward_per_user"].ci_low,
                "reward_per_user_ci_high": m["reward_per_user"].ci_high,
-               **{k: m[k].mean for k in ("click_rate", "pushes_per_user", "unsubscribe_rate")},
+               **{k: m[k].mean for k in ("response_rate", "pushes_per_user", "unsubscribe_rate")},
                "wall_time_s": time.perf_counter() - self._start}
         self.rows.append(row)
         self._last = row["timesteps"]
         frame = pd.DataFrame(self.rows)
         write_with(self.csv_path, lambda tmp: frame.to_csv(tmp, index=False))
-        for key in ("reward_per_user", "click_rate", "pushes_per_user", "unsubscribe_rate"):
+        for key in ("reward_per_user", "response_rate", "pushes_per_user", "unsubscribe_rate"):
             self.logger.record(f"eval/{key}", row[key])
         self.logger.dump(row["timesteps"])  # as SB3's EvalCallback: written at the evaluated timestep
         return row

@@ -10,7 +10,7 @@ Autoreset (`metadata["autoreset_mode"]`, default SAME_STEP):
   user's, the last observation of the old one is in info["final_obs"] (N, D) float32, valid where
   info["_final_obs"] (N,) bool. The other info arrays describe the step just taken.
 * NEXT_STEP (gymnasium's default): the step after an episode ended resets that user; its action is
-  ignored and it gets reward 0, terminated = truncated = False.
+  ignored and it gets reward 0 (and outcomes 0, organic ones included), terminated = truncated = False.
 * DISABLED: the caller resets ended users with `reset(options={"reset_mask": mask})`; stepping an
   ended user raises ValueError.
 Info is a dict of arrays (N,) (info["promotions"] is (N, k)), keys as PushEnv's plus "user".
@@ -107,7 +107,10 @@ class BatchedPushEnv(VectorEnv):
         self._elapsed += 1
         truncated = (self._elapsed >= self.max_episode_steps) if self.max_episode_steps is not None \
             else np.zeros(self.num_envs, dtype=bool)
-        if restart is not None:
+        if restart is not None:  # a resetting user earns nothing, organic outcomes of a no-push action included
+            reward[restart] = 0.0
+            for key in (*self.dynamics.outcomes, "objective"):
+                info[key][restart] = 0.0
             self.dynamics.reset_users(self._state, restart, self.np_random)
             self._elapsed[restart] = 0
             terminated &= ~restart

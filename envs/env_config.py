@@ -6,37 +6,51 @@ A `Shop` bundles what the simulated shop is made of:
     categories (A,) int64: category code of each promotion (for novelty/diversity),
     action_ids (A,): the catalogue ids of the promotions (for `allowed_promotions`).
 `default_shop()` builds a small synthetic one from `TrueResponse`.
+
+`PushEnvConfig.objective` says what a step pays, in the response's own reward names (none is
+special): one reward, a mapping {reward: weight}, or a `pushrl.envs.objectives.Objective`
+(its terms, and its cost per pushed action); `objective_terms` turns any of them into
+({reward: weight}, cost per catalogue action).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
+from pushrl.envs.objectives import Objective
 from pushrl.envs.registration import DEFAULT_HORIZON
 from pushrl.envs.response import ResponseFunction, TrueResponse, truth_contexts
 from pushrl.envs.synthetic import SyntheticConfig, make_truth
 
-OBJECTIVES = ("click", "conversion", "revenue")
 FATIGUE_MODES = ("auto", "response", "multiplicative")
-REWARD_CHAIN = {"click": ("click",), "conversion": ("click", "conversion"), "revenue": ("click", "conversion", "revenue")}
+EnvObjective = str | Mapping[str, float] | Objective | None
+"""What PushEnvConfig.objective accepts (see `objective_terms`)."""
 
 
 @dataclass(frozen=True)
 class PushEnvConfig:
     """The push simulator's dynamics and reward. One step is one day (one push opportunity).
 
-    Reward of a step = objective (sampled click / conversion / revenue of the pushed items)
+    Reward of a step = objective (Σ_r weight_r × sampled outcome r of the day − the objective's cost
+        of each pushed action; a day without a push pays the no-push action's outcomes, if declared)
         + diversity_weight × Σ category novelty of the pushed items
         - push_cost × [a push was sent] - unsubscribe_penalty × [the user unsubscribed].
     """
 
-    objective: str = "click"
-    """Which sampled outcome is the reward: "click", "conversion" or "revenue"."""
+    objective: EnvObjective = None
+    """What a day pays, in the response's reward names: a reward name (weight 1), a mapping
+    {reward: weight}, or an `Objective` (its `terms` and per-action `costs`); None: the response's
+    first reward."""
+    no_push_action: Any = None
+    """The catalogue id of the log's "push nothing" action (e.g. Hillstrom's "No E-Mail"), or None.
+    It is never pushable; a user not pushed on a day (push nothing, or a push refused by the cap)
+    gets the outcomes the response predicts for it (organic ones). None: not pushing earns 0."""
     diversity_weight: float = 0.0
     """λ >= 0: weight of the category-novelty term (novelty = 1 / (1 + decayed count of the category))."""
     push_cost: float = 0.0
@@ -52,7 +66,7 @@ class PushEnvConfig:
     """Days (>= 1) over which recent pushes are counted for fatigue, churn and the response function
     (the synthetic truth's `fatigue_window_days` is 3)."""
     history_decay: float = 0.8
-    """Per-day decay in [0, 1) of the decayed push/click/category counts in the observation."""
+    """Per-day decay in [0, 1) of the decayed push/response/category counts in the observation."""
     fatigue: str = "auto"
     """"response": the response function sees `recent_pushes` and models fatigue itself;
     "multiplicative": it sees 0 and expected rewards are multiplied by fatigue_factor ** recent_pushes;
@@ -69,11 +83,11 @@ class PushEnvConfig:
     cap_window: int = 7
     """Days (>= 1) of the frequency-cap window."""
     allowed_promotions: tuple[Any, ...] | None = None
-    """Catalogue ids the agent may push (env action i pushes allowed_promotions[i]); None: all."""
+    """Catalogue ids the agent may push (env action i pushes allowed_promotions[i]); None: all but
+    the no-push action."""
 
     def __post_init__(self) -> None:
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"PushEnvConfig.objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        object.__setattr__(self, "objective", _check_objective(self.objective))
         if self.fatigue not in FATIGUE_MODES:
             raise ValueError(f"PushEnvConfig.fatigue must be one of {FATIGUE_MODES}, got {self.fatigue!r}")
         _check_number("diversity_weight", self.diversity_weight, 0.0, None, "λ >= 0")
@@ -109,6 +123,51 @@ class PushEnvConfig:
         if unknown:
             raise ValueError(f"unknown PushEnvConfig key(s) {unknown}; allowed keys: {known}")
         return cls(**base)
+
+
+def _check_objective(objective: Any) -> EnvObjective:
+    """The objective as given (a mapping copied to {str: float}), or ValueError naming what is wrong."""
+    if objective is None or isinstance(objective, Objective):
+        return objective
+    if isinstance(objective, str):
+        if not objective:
+            raise ValueError("PushEnvConfig.objective must be a reward name, a {reward: weight} mapping, an "
+                             "Objective or None, got ''")
+        return objective
+    if isinstance(objective, Mapping):
+        weights = dict(objective)
+        bad = {k: v for k, v in weights.items() if not isinstance(k, str) or isinstance(v, bool)
+               or not isinstance(v, int | float | np.number) or not math.isfinite(v)}
+        if not weights or bad:
+            raise ValueError(f"PushEnvConfig.objective as a mapping must be a non-empty {{reward name: finite weight}}, "
+                             f"got {weights!r}")
+        return {k: float(v) for k, v in weights.items()}
+    raise ValueError(f"PushEnvConfig.objective must be a reward name, a {{reward: weight}} mapping, an Objective or "
+                     f"None, got {type(objective).__name__}")
+
+
+def objective_terms(objective: EnvObjective, reward_names: tuple[str, ...],
+                    action_ids: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
+    """({reward: weight}, (A,) cost of pushing each catalogue action) of a PushEnvConfig.objective.
+
+    A day's objective for a user = Σ_r weight_r × outcome_r − cost of each action that produced
+    them (the pushed promotions, or the no-push action). Only an `Objective` has costs.
+    """
+    costs = np.zeros(len(action_ids))
+    if objective is None:
+        weights = {reward_names[0]: 1.0}
+    elif isinstance(objective, str):
+        weights = {objective: 1.0}
+    elif isinstance(objective, Objective):
+        weights = {r: float(w) for r, w in objective.terms.items()}
+        costs = np.asarray(objective.cost_vector(np.asarray(action_ids)), dtype=np.float64)
+    else:
+        weights = dict(objective)
+    missing = [r for r in weights if r not in reward_names]
+    if missing:
+        raise ValueError(f"PushEnvConfig.objective needs reward(s) {missing} but the response function has "
+                         f"reward_names {list(reward_names)}")
+    return weights, costs
 
 
 def _as_dict(config: Any) -> dict[str, Any]:

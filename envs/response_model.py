@@ -319,6 +319,11 @@ class ResponseModel:
         return len(self.catalogue_ids)
 
     @property
+    def reward_kinds(self) -> dict[str, str]:
+        """{reward: "binary" | "continuous"} from each head's link (logit: binary)."""
+        return {r: "binary" if link == "logit" else "continuous" for r, _, link in self.chain}
+
+    @property
     def schema(self) -> dict[str, Any]:
         """The feature schema saved with the model and checked by `load`."""
         return _json({

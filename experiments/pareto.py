@@ -1,7 +1,8 @@
 """The accuracy–diversity Pareto front: non-dominated points, one plot, and a Hydra multirun collector.
 
-Vocabulary: a *point* is one policy evaluated in the simulator, with an accuracy (click rate:
-clicks per push) and a diversity (mean category novelty of the pushed promotions; catalogue
+Vocabulary: a *point* is one policy evaluated in the simulator, with an accuracy (objective per
+push: the objective the pushed promotions earned per push message, whatever the objective's
+rewards are called) and a diversity (mean category novelty of the pushed promotions; catalogue
 coverage as a second view). Both are maximised. A point is *dominated* if another point is at
 least as good on both and strictly better on one; the non-dominated points are the front.
 
@@ -30,7 +31,7 @@ import pandas as pd  # noqa: E402
 from pushrl.envs.atomic import write_text  # noqa: E402
 from pushrl.experiments.plots import save_figure  # noqa: E402
 
-ACCURACY = "click_rate"
+ACCURACY = "objective_per_push"
 DIVERSITY = "category_novelty"
 FRONT_CSV = "pareto_front.csv"
 FRONT_PNG = "pareto_front.png"

@@ -6,15 +6,20 @@ fitted response model and a pool of training users' encoded contexts, then
    with the baselines (always push a uniformly random promotion, never push, a myopic greedy on
    the response model) through the one `rollout` harness, on the same users and seeds;
 2. sweeps λ (the weight of category novelty in the reward) for cheap agents and draws the
-   accuracy (click rate) – diversity (category novelty, coverage) front;
+   accuracy (objective per push) – diversity (category novelty, coverage) front;
 and adds two report sections. Wiring only: the env, the learners and the metrics are library calls.
+
+The simulator pays the pipeline's objective (`Objective`: any declared reward, profit or a weighted
+combination, with its cost per pushed action) in the response model's own reward names; the log's
+no-push action (`no_push_action`, e.g. Hillstrom's "No E-Mail") is its push-nothing action, which
+earns the organic outcomes the model predicts for it.
 
 Units. Rewards differ by orders of magnitude between logs (OBD click ≈ 0.004 per push, Hillstrom
 spend ≈ 1), so the costs and λ of `SequentialConfig` are given in *average pushes*: one unit is the
-mean expected objective of a fresh push (no recent pushes, display slot 0) over the pool's users
-and the pushable promotions. `unsubscribe_cost = 30` means an unsubscribe costs what 30 average
-pushes earn (about one more 30-day horizon of daily pushes); λ = 1 makes a never-seen category
-worth one average push. The section prints the absolute values too.
+mean expected gross objective (before push costs) of a fresh push (no recent pushes, display slot 0)
+over the pool's users and the pushable promotions. `unsubscribe_cost = 30` means an unsubscribe
+costs what 30 average pushes earn (about one more 30-day horizon of daily pushes); λ = 1 makes a
+never-seen category worth one average push. The section prints the absolute values too.
 
 Files under `run.path(key)`: `ppo/` (SB3 checkpoints, config.json, learning_curve.csv),
 `sequential/sequential.csv`, `sequential/ppo_learning_curve.png`, `sequential/pareto.csv`,
@@ -43,7 +48,8 @@ from pushrl.agents.rollout import RolloutResult, estimate, learn_online, rollout
 from pushrl.agents.sb3_agents import SB3AgentConfig, train_sb3  # noqa: E402
 from pushrl.envs.atomic import write_text  # noqa: E402
 from pushrl.envs.batched_env import BatchedPushEnv  # noqa: E402
-from pushrl.envs.env_config import OBJECTIVES, REWARD_CHAIN, PushEnvConfig, Shop  # noqa: E402
+from pushrl.envs.env_config import EnvObjective, PushEnvConfig, Shop  # noqa: E402
+from pushrl.envs.objectives import Objective  # noqa: E402
 from pushrl.envs.push_env import PushDynamics  # noqa: E402
 from pushrl.envs.response import ResponseFunction  # noqa: E402
 from pushrl.experiments.outputs import RunFolder  # noqa: E402
@@ -52,13 +58,9 @@ from pushrl.experiments.plots import save_figure  # noqa: E402
 from pushrl.policies.baselines import greedy_probabilities  # noqa: E402
 from pushrl.policies.policy import BasePolicy, ConstantPolicy  # noqa: E402
 
-RENAMED_REWARDS = {"visit": "click", "spend": "revenue"}
-"""Log reward -> the env's outcome it plays (Hillstrom: a visit after the e-mail is its response)."""
-ENV_OBJECTIVE = {"click": "click", "visit": "click", "conversion": "conversion", "revenue": "revenue",
-                 "spend": "revenue", "profit": "revenue"}
-"""Pipeline objective -> env objective."""
-TABLE_METRICS = ("reward_per_user", "click_rate", "pushes_per_user", "unsubscribe_rate", "catalogue_coverage",
-                 "category_novelty", "exposure_gini")
+TABLE_METRICS = ("reward_per_user", "objective_per_user", "objective_per_push", "response_rate", "pushes_per_user",
+                 "unsubscribe_rate", "catalogue_coverage", "category_novelty", "exposure_gini")
+"""The agents' metrics in metrics.json, besides `<reward>_per_user` for each reward of the model."""
 GREEDY = "greedy_myopic"
 PPO_CURVE_USERS = 512
 CONSTANT_CV = 0.01
@@ -88,41 +90,22 @@ def as_sequential_config(cfg: Any) -> SequentialConfig:
 # --- the simulated shop ----------------------------------------------------------------------------
 
 
-class RenamedResponse:
-    """A response function whose rewards are renamed to the env's vocabulary (visit -> click, spend -> revenue)."""
-
-    def __init__(self, response: ResponseFunction, rename: Mapping[str, str]) -> None:
-        self.response, self.rename = response, dict(rename)
-        self.encoder = getattr(response, "encoder", None)  # lets Shop check the context width
-
-    @property
-    def reward_names(self) -> tuple[str, ...]:
-        return tuple(self.rename.get(r, r) for r in self.response.reward_names)
-
-    @property
-    def n_actions(self) -> int:
-        return int(self.response.n_actions)
-
-    def predict(self, contexts: np.ndarray, recent_pushes: np.ndarray, position: np.ndarray) -> dict[str, np.ndarray]:
-        return {self.rename.get(r, r): v for r, v in self.response.predict(contexts, recent_pushes, position).items()}
+def objective_label(objective: EnvObjective) -> str:
+    """The objective's name: an Objective's own, a reward's name, or "weighted" for a mapping."""
+    if isinstance(objective, Objective):
+        return objective.name
+    return objective if isinstance(objective, str) else "weighted"
 
 
-def env_objective(objective_name: str, reward_names: tuple[str, ...]) -> tuple[str, dict[str, str], list[str]]:
-    """(env objective, reward renaming, notes for the report) for the pipeline's objective."""
-    rename = {r: RENAMED_REWARDS[r] for r in reward_names if r in RENAMED_REWARDS and RENAMED_REWARDS[r] not in reward_names}
-    names = tuple(rename.get(r, r) for r in reward_names)
-    if "click" not in names:
-        raise ValueError(f"the push env needs a click-like first reward; the response model has {list(reward_names)}")
-    notes = [f"the log's `{a}` plays the simulator's `{b}`" for a, b in rename.items()]
-    target = ENV_OBJECTIVE.get(objective_name)
-    if target is not None and all(r in names for r in REWARD_CHAIN[target]):
-        if objective_name == "profit":
-            notes.append("`profit` is not a simulator objective: the simulator pays revenue (the log's spend); the margin "
-                         "is not applied and pushes cost only `sequential.push_cost`")
-        return target, rename, notes
-    notes.append(f"objective `{objective_name}` is not one the simulator supports ({list(OBJECTIVES)}) with this model's "
-                 f"rewards {list(names)}: **falling back to click**")
-    return "click", rename, notes
+def objective_formula(dyn: PushDynamics, label: str) -> str:
+    """What a simulated day pays, e.g. "profit = 0.3 × spend − the objective's cost of each push (0.1)"."""
+    terms = " + ".join(f"{w:g} × {r}" for r, w in dyn.weights.items()).replace("+ -", "− ")
+    text = label if terms in (label, f"1 × {label}") else f"{label} = {terms}"
+    costs = dyn.action_costs[dyn.promotion_index]
+    if costs.any():
+        spread = f"{costs.min():.4g}" if np.ptp(costs) == 0 else f"{costs.min():.4g} to {costs.max():.4g}"
+        text += f" − the objective's cost of each push ({spread})"
+    return text
 
 
 @dataclass(eq=False)
@@ -136,7 +119,15 @@ class World:
     """Mean expected objective of a fresh push (the 'average push')."""
     notes: list[str]
     no_push_baseline: float | None
-    """Mean expected objective of the log's no-push action (None without one)."""
+    """Mean expected objective of a day without a push (the no-push action's organic outcomes; None without one)."""
+    label: str
+    """The objective's name (report text)."""
+    rewards: tuple[str, ...]
+    """The response model's rewards, as the simulator reports them."""
+    response_reward: str | None
+    """The reward whose pushed rate is `response_rate` (the model's first binary reward; None without one)."""
+    objective_costs: bool
+    """Whether the objective itself charges for pushes (profit, weighted with costs)."""
 
     def factory(self, diversity_weight: float | None = None) -> Callable[[int], BatchedPushEnv]:
         """n_users -> BatchedPushEnv (SAME_STEP autoreset), λ (absolute) overriding the main one if given."""
@@ -151,52 +142,65 @@ class World:
 
 
 def build_world(cfg: SequentialConfig, model: ResponseFunction, pool_contexts: np.ndarray, categories: np.ndarray,
-                action_ids: np.ndarray, objective_name: str, rng: np.random.Generator) -> World:
+                action_ids: np.ndarray, objective: EnvObjective, no_push_action: Any, rng: np.random.Generator) -> World:
     """The shop (a pool of cfg.n_users users), the env config in absolute units, and the notes."""
-    objective, rename, notes = env_objective(objective_name, tuple(model.reward_names))
-    response = RenamedResponse(model, rename) if rename else model
+    ids = np.asarray(action_ids).tolist()
+    if no_push_action is not None and no_push_action not in ids:
+        raise ValueError(f"no_push_action {no_push_action!r} is not one of the log's action ids {ids[:20]}")
     pool = np.asarray(pool_contexts, dtype=np.float64)
     if pool.ndim != 2 or len(pool) == 0:
         raise ValueError(f"pool_contexts must be a non-empty (n_users, d) array, got shape {pool.shape}")
     if len(pool) > cfg.n_users:
         pool = pool[np.sort(rng.choice(len(pool), size=cfg.n_users, replace=False))]
-    shop = Shop.build(response, pool, categories, action_ids)
-    ids = shop.action_ids.tolist()
-    allowed = None
-    no_push_baseline = None
-    if cfg.no_push_action is not None and cfg.no_push_action in ids:
-        allowed = tuple(a for a in ids if a != cfg.no_push_action)
-        if not allowed:
-            raise ValueError(f"every promotion is the no-push action {cfg.no_push_action!r}: nothing to push")
-    base = PushEnvConfig(objective=objective, horizon=cfg.horizon, fatigue_window=cfg.fatigue_window,
-                         fatigue_factor=cfg.fatigue_factor, churn_logit=cfg.churn_logit, churn_slope=cfg.churn_slope,
-                         frequency_cap=cfg.frequency_cap, allowed_promotions=allowed, unsubscribe_penalty=0.0)
+    shop = Shop.build(model, pool, categories, action_ids)
+    base = PushEnvConfig(objective=objective, no_push_action=no_push_action, horizon=cfg.horizon,
+                         fatigue_window=cfg.fatigue_window, fatigue_factor=cfg.fatigue_factor,
+                         churn_logit=cfg.churn_logit, churn_slope=cfg.churn_slope, frequency_cap=cfg.frequency_cap,
+                         unsubscribe_penalty=0.0)
     probe = PushDynamics(base, shop)
+    label = objective_label(objective)
     sample = shop.contexts[: min(len(shop.contexts), 2_000)]
-    pred = shop.response.predict(sample, np.zeros(len(sample)), np.zeros(len(sample), dtype=np.int64))
-    q = np.asarray(pred[objective], dtype=np.float64)
-    pushable = q[:, probe.promotion_index]
+    value = probe.expected_values(sample, np.zeros(len(sample)))
+    pushable = value[:, probe.promotion_index]
     unit = float(pushable.mean())
     if not np.isfinite(unit) or unit <= 0:
-        raise ValueError(f"the response model's mean expected {objective} per push is {unit}: the section's costs and λ "
-                         "are in units of it and need it > 0")
-    if allowed is not None:
-        no_push_baseline = float(q[:, ids.index(cfg.no_push_action)].mean())
-        notes.append(f"`{cfg.no_push_action}` is the simulator's push-nothing action, which earns 0; the response model "
-                     f"predicts {no_push_baseline:.4g} {objective} for it (users respond without a push), so simulator "
-                     "rewards here are gross, not the uplift over sending nothing; catalogue coverage still counts it "
-                     f"as a promotion, so its maximum is {len(allowed)}/{len(ids)}")
-    if np.isfinite(unit) and unit > 0 and float(pushable.std()) < CONSTANT_CV * unit:
-        notes.append(f"the response model predicts (nearly) the same {objective} for every user and promotion "
+        raise ValueError(f"the response model's mean expected {label} per push (before push costs) is {unit}: the "
+                         "section's costs and λ are in units of it and need it > 0")
+    notes = [f"objective: {objective_formula(probe, label)}", _outcome_note(probe)]
+    no_push_baseline = None
+    if probe.no_push_item is not None:
+        organic = probe.expected_objective(sample, np.zeros(len(sample)))[:, -1]
+        no_push_baseline = float(organic.mean())
+        notes.append(f"`{no_push_action}` is the simulator's push-nothing action: a user not pushed on a day earns what "
+                     f"the response model predicts for it ({no_push_baseline:.4g} {label} per user-day on average: "
+                     "organic outcomes), so `never_push` earns that and a push pays only through its gain over it; "
+                     f"it is not a promotion (coverage is over the {probe.n_allowed} pushable ones)")
+    if float(pushable.std()) < CONSTANT_CV * unit:
+        notes.append(f"the response model predicts (nearly) the same {label} for every user and promotion "
                      f"({unit:.4g}, relative spread {float(pushable.std()) / unit:.1%}; it kept the base rate), so which "
                      "promotion is pushed does not change the outcome here: only whether and when to push does")
     config = dataclasses.replace(base, unsubscribe_penalty=cfg.unsubscribe_cost * unit, push_cost=cfg.push_cost * unit,
                                  diversity_weight=cfg.diversity_weight * unit)
     mode = probe.fatigue_mode
     notes.append("fatigue: the response model reacts to recent pushes itself" if mode == "response" else
-                 f"fatigue: the response model ignores recent pushes, so expected rewards are multiplied by "
+                 f"fatigue: the response model ignores recent pushes, so a push's expected outcomes are multiplied by "
                  f"{cfg.fatigue_factor:g}^(pushes in the last {cfg.fatigue_window} days)")
-    return World(shop, config, cfg.horizon, unit, notes, no_push_baseline)
+    costs = bool(probe.action_costs[probe.promotion_index].any())
+    return World(shop, config, cfg.horizon, unit, notes, no_push_baseline, label, probe.outcomes, probe.response_reward,
+                 costs)
+
+
+def _outcome_note(dyn: PushDynamics) -> str:
+    """How the simulator draws each reward (binary: Bernoulli; continuous: its expected value)."""
+    if getattr(dyn.response, "reward_kinds", None) is None:
+        return ("outcomes: the response model does not say which rewards are binary (`reward_kinds`), so every "
+                f"outcome ({', '.join(dyn.outcomes)}) is paid as its expected value")
+    binary = [r for r in dyn.outcomes if r in dyn.binary]
+    money = [r for r in dyn.outcomes if r not in dyn.binary]
+    parts = ([f"{', '.join(binary)} drawn as 0/1 outcomes of the model's probabilities (one shared uniform per "
+              "pushed item or organic day, so nested outcomes stay nested)"] if binary else []) + \
+            ([f"{', '.join(money)} paid as the model's expected value"] if money else [])
+    return "outcomes: " + "; ".join(parts)
 
 
 # --- agents that are not library learners ------------------------------------------------------------
@@ -221,11 +225,13 @@ class UniformPush(BasePolicy):
 class MyopicGreedy(BasePolicy):
     """Each day the action with the highest expected one-day reward under the simulator's own rules.
 
-    Push score of promotion a for an observation: E[objective | a] (with the env's fatigue)
-    + λ × novelty of a's category − push_cost − unsubscribe_penalty × P(unsubscribe | recent pushes);
-    push nothing (score 0) when no score is positive or the frequency cap is hit. It knows the
-    response model exactly but ignores what today's push does to tomorrow: the myopic optimum.
-    `max_recent` = k: push nothing to users with more than k pushes in the fatigue window (a spacing rule).
+    Push score of promotion a for an observation: E[objective | a] (with the env's fatigue and the
+    objective's cost of a) + λ × novelty of a's category − push_cost − unsubscribe_penalty ×
+    P(unsubscribe | recent pushes); push nothing scores E[objective | no push] (the no-push action's
+    organic outcomes, 0 without one) and is chosen when no push scores more or the frequency cap is
+    hit. It knows the response model exactly but ignores what today's push does to tomorrow: the
+    myopic optimum. `max_recent` = k: push nothing to users with more than k pushes in the fatigue
+    window (a spacing rule).
     """
 
     def __init__(self, dynamics: PushDynamics, diversity_weight: float, max_recent: int | None = None) -> None:
@@ -238,21 +244,17 @@ class MyopicGreedy(BasePolicy):
         return self.dyn.n_allowed + 1
 
     def scores(self, obs: np.ndarray) -> np.ndarray:
-        """(n, n_allowed + 1) expected one-day reward of each action (last: push nothing = 0)."""
+        """(n, n_allowed + 1) expected one-day reward of each action (last: push nothing)."""
         dyn, c, d = self.dyn, self.dyn.config, self.dyn.d
-        n = len(obs)
         recent = obs[:, d].astype(np.float64)
-        seen = recent if dyn.fatigue_mode == "response" else np.zeros(n)
-        pred = dyn.response.predict(obs[:, :d].astype(np.float64), seen, np.zeros(n, dtype=np.int64))
-        q = np.asarray(pred[c.objective], dtype=np.float64)[:, dyn.promotion_index]
-        q = q * dyn.fatigue_scale(recent)[:, None]  # the env's own rules, so this baseline knows them exactly
+        value = dyn.expected_objective(obs[:, :d].astype(np.float64), recent)  # the env's own rules exactly
         novelty = 1.0 / (1.0 + obs[:, d + 3 + self._cats].astype(np.float64))
         p_unsub = dyn.unsubscribe_probability(recent)
-        push = q + self.lam * novelty - c.push_cost - c.unsubscribe_penalty * p_unsub[:, None]
+        push = value[:, :-1] + self.lam * novelty - c.push_cost - c.unsubscribe_penalty * p_unsub[:, None]
         push[obs[:, -1] > 0.5] = -np.inf  # cap hit: a push would be refused
         if self.max_recent is not None:
             push[recent > self.max_recent + 0.5] = -np.inf
-        return np.hstack([push, np.zeros((n, 1))])
+        return np.hstack([push, value[:, -1:]])
 
     def _probabilities(self, contexts: np.ndarray) -> np.ndarray:
         return greedy_probabilities(self.scores(contexts))
@@ -354,8 +356,8 @@ def learning_curve_plot(curve: pd.DataFrame, references: pd.DataFrame, path: Pat
 
 
 def _monotone(points: pd.DataFrame) -> tuple[str, float]:
-    """Over one agent's sweep: "flat" (one click rate at every λ), "monotone" (click rate never rises as
-    novelty rises) or "not monotone"; and the Spearman rank correlation of click rate and novelty."""
+    """Over one agent's sweep: "flat" (one accuracy at every λ), "monotone" (accuracy never rises as
+    novelty rises) or "not monotone"; and the Spearman rank correlation of accuracy and novelty."""
     p = points.dropna(subset=[ACCURACY, DIVERSITY]).sort_values([DIVERSITY, ACCURACY], ascending=[True, False])
     acc = p[ACCURACY].to_numpy()
     if len(p) < 2 or np.ptp(acc) <= 1e-12 * max(1.0, float(np.abs(acc).max())):
@@ -383,8 +385,8 @@ def pareto_sweep(cfg: SequentialConfig, world: World, seed: int, eval_seed: int,
             res = rollout(policy, env, None, cfg.eval_seeds, eval_seed)
             m = res.metrics
             row: dict[str, Any] = {"agent": agent, "lambda": lam, "lambda_abs": lam_abs}
-            for metric in ("click_rate", "category_novelty", "catalogue_coverage", "pushes_per_user", "unsubscribe_rate",
-                           "reward_per_user"):
+            for metric in (ACCURACY, "response_rate", DIVERSITY, "catalogue_coverage", "pushes_per_user",
+                           "unsubscribe_rate", "reward_per_user"):
                 row.update({metric: m[metric].mean, f"{metric}_ci_low": m[metric].ci_low,
                             f"{metric}_ci_high": m[metric].ci_high})
             rows.append(row)
@@ -395,8 +397,8 @@ def pareto_sweep(cfg: SequentialConfig, world: World, seed: int, eval_seed: int,
 
 
 def sequential_section(cfg_seq: Any, *, model: ResponseFunction, pool_contexts: np.ndarray, categories: np.ndarray,
-                       action_ids: np.ndarray, objective_name: str, key: str, run: RunFolder, seed: int,
-                       say: Callable[[str], Any] = print) -> dict[str, Any]:
+                       action_ids: np.ndarray, objective: EnvObjective, no_push_action: Any = None, key: str,
+                       run: RunFolder, seed: int, say: Callable[[str], Any] = print) -> dict[str, Any]:
     """PPO vs bandits vs baselines with fatigue and churn on, and the λ sweep; adds two report sections.
 
     Args:
@@ -404,7 +406,10 @@ def sequential_section(cfg_seq: Any, *, model: ResponseFunction, pool_contexts: 
         model: the fitted response model (ResponseFunction; contexts of width d).
         pool_contexts: (n, d) encoded contexts of training users (model.encoder output).
         categories: (A,) category code of each promotion; action_ids: (A,) the catalogue ids.
-        objective_name: the pipeline's objective (click, conversion, revenue, visit, spend, profit).
+        objective: the pipeline's `Objective` (a declared reward, profit or a weighted combination, with its cost
+            per pushed action), or a reward name or a {reward: weight} mapping; the simulator pays it.
+        no_push_action: the log's no-push action id (the simulator's push-nothing action, earning the organic
+            outcomes the model predicts for it), or None (not pushing earns 0).
         key: the dataset's key (report titles, output folder, metric prefix).
     Returns the headline metrics (for metrics.json under f"{key}/sequential"); {"enabled": False} if off.
     """
@@ -414,14 +419,15 @@ def sequential_section(cfg_seq: Any, *, model: ResponseFunction, pool_contexts: 
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     ss_pool, ss_ppo, ss_bandits, ss_eval, ss_pareto = np.random.SeedSequence(seed).spawn(5)
-    world = build_world(cfg, model, pool_contexts, categories, action_ids, objective_name, np.random.default_rng(ss_pool))
+    world = build_world(cfg, model, pool_contexts, categories, action_ids, objective, no_push_action,
+                        np.random.default_rng(ss_pool))
     eval_seed = int(ss_eval.generate_state(1)[0] % 2**31)
     out_dir = run.path(key, "sequential", "sequential.csv").parent
     factory = world.factory()
     eval_env = factory(cfg.eval_users)
     n_promotions = eval_env.dynamics.n_allowed
     say(f"[bold]{key}[/bold]: sequential section: {len(world.shop.contexts):,} pool users, {n_promotions} pushable "
-        f"promotions, {cfg.horizon}-day episodes, objective {world.config.objective}")
+        f"promotions, {cfg.horizon}-day episodes, objective {world.label}")
 
     # PPO --------------------------------------------------------------------------------------
     t = time.perf_counter()
@@ -492,7 +498,8 @@ def _spacing(results: dict[str, RolloutResult]) -> dict[str, Any]:
 
 def _headline(cfg: SequentialConfig, world: World, table: pd.DataFrame, comparisons: dict[str, dict[str, Any]],
               spacing: dict[str, Any], front: pd.DataFrame, monotone: dict[str, tuple[str, float]], timings: dict[str, float]) -> dict[str, Any]:
-    agents = {name: {m: float(table.loc[name, m]) for m in TABLE_METRICS}
+    metrics = TABLE_METRICS + tuple(f"{r}_per_user" for r in world.rewards)
+    agents = {name: {m: float(table.loc[name, m]) for m in metrics}
               | {f"reward_per_user_ci_{s}": float(table.loc[name, f"reward_per_user_ci_{s}"]) for s in ("low", "high")}
               for name in table.index}
     best = str(table["reward_per_user"].idxmax())
@@ -500,7 +507,7 @@ def _headline(cfg: SequentialConfig, world: World, table: pd.DataFrame, comparis
                            DIVERSITY: float(r[DIVERSITY]), "catalogue_coverage": float(r["catalogue_coverage"]),
                            "non_dominated": bool(r["non_dominated"])} for r in front.to_dict("records")}
     return {
-        "objective": world.config.objective,
+        "objective": world.label,
         "diversity_weight": cfg.diversity_weight,
         "unit": world.unit,
         "unsubscribe_penalty": world.config.unsubscribe_penalty,
@@ -521,15 +528,16 @@ def _sections(run: RunFolder, key: str, cfg: SequentialConfig, world: World, tab
               monotone: dict[str, tuple[str, float]], curve: pd.DataFrame, explained: float | None,
               timings: dict[str, float]) -> None:
     c = world.config
-    obj = c.objective
+    obj = world.label
     md = [f"Every agent runs in the push simulator over the response model: {len(world.shop.contexts):,} training users "
           f"as the pool, {cfg.horizon}-day episodes (one push opportunity a day), objective **{obj}**, evaluated on the "
           f"same {cfg.eval_users:,} users x {cfg.eval_seeds} seeds (95% t-intervals over seeds).", ""]
-    md.append(f"Costs are in *average pushes* (1 = the mean expected {obj} of a rested push = {world.unit:.4g}): "
-              f"an unsubscribe costs {cfg.unsubscribe_cost:g} ({c.unsubscribe_penalty:.4g}), a push {cfg.push_cost:g} "
-              f"({c.push_cost:.4g}), λ = {cfg.diversity_weight:g} ({c.diversity_weight:.4g}) x category novelty. "
-              f"Churn: P(unsubscribe | push) = sigmoid({c.churn_logit:g} + {c.churn_slope:g} x pushes in the last "
-              f"{c.fatigue_window} days); frequency cap: "
+    besides = " besides the objective's own push cost" if world.objective_costs else ""
+    md.append(f"Costs are in *average pushes* (1 = the mean expected {obj} of a rested push before push costs = "
+              f"{world.unit:.4g}): an unsubscribe costs {cfg.unsubscribe_cost:g} ({c.unsubscribe_penalty:.4g}), a push "
+              f"{cfg.push_cost:g} ({c.push_cost:.4g}){besides}, λ = {cfg.diversity_weight:g} ({c.diversity_weight:.4g}) "
+              f"x category novelty. Churn: P(unsubscribe | push) = sigmoid({c.churn_logit:g} + {c.churn_slope:g} x "
+              f"pushes in the last {c.fatigue_window} days); frequency cap: "
               + (f"{c.frequency_cap} per {c.cap_window} days." if c.frequency_cap else "none (spacing is the agents' call)."))
     md += [f"- {n}" for n in world.notes]
     md += ["", f"Agents: PPO ({cfg.ppo_timesteps:,} user-days); bandits {', '.join(cfg.bandits) or '(none)'} learning online "
@@ -538,13 +546,7 @@ def _sections(run: RunFolder, key: str, cfg: SequentialConfig, world: World, tab
               "variance) plus the history features" if explained is not None else "")
            + f"; `{GREEDY}` maximises the expected one-day reward with the response model itself; `uniform_push` "
            "pushes a random promotion every day; `never_push` sends nothing.", ""]
-    md += ["| agent | reward per user [95% CI] | click rate | pushes per user | unsubscribe rate | coverage | novelty | Gini |",
-           "|---|---|---|---|---|---|---|---|"]
-    for name in table.index:
-        r = table.loc[name]
-        md.append(f"| {name} | {_ci(table, name, 'reward_per_user')} | {_fmt(r.click_rate)} | {_fmt(r.pushes_per_user)} | "
-                  f"{_fmt(r.unsubscribe_rate)} | {_fmt(r.catalogue_coverage)} | {_fmt(r.category_novelty)} | "
-                  f"{_fmt(r.exposure_gini)} |")
+    md += _agent_table(world, table)
     md += ["", _verdict(table, comparisons, spacing), ""]
     if len(curve):
         first, last = curve.iloc[0], curve.iloc[-1]
@@ -556,12 +558,36 @@ def _sections(run: RunFolder, key: str, cfg: SequentialConfig, world: World, tab
            f"Section time: {timings['total']:.0f} s (PPO {timings['ppo']:.0f} s, bandits {timings['bandits']:.0f} s, "
            f"evaluation {timings['evaluation']:.0f} s, λ sweep {timings['pareto']:.0f} s)."]
     run.add_section(f"{key}: when to push: PPO vs bandits with fatigue and churn on", "\n".join(md))
+    run.add_section(f"{key}: accuracy–diversity front (λ sweep)", _pareto_markdown(key, cfg, world, front, monotone))
 
+
+def _agent_table(world: World, table: pd.DataFrame) -> list[str]:
+    """The comparison table: reward, the objective and every reward per user, response rate, habits, diversity."""
+    columns = [("reward per user [95% CI]", None)]
+    if world.label not in world.rewards:
+        columns.append((f"{world.label} per user", "objective_per_user"))
+    columns += [(f"{r} per user", f"{r}_per_user") for r in world.rewards]
+    if world.response_reward is not None:
+        columns.append((f"{world.response_reward} per push", "response_rate"))
+    columns += [("pushes per user", "pushes_per_user"), ("unsubscribe rate", "unsubscribe_rate"),
+                ("coverage", "catalogue_coverage"), ("novelty", "category_novelty"), ("Gini", "exposure_gini")]
+    md = ["| agent | " + " | ".join(h for h, _ in columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for name in table.index:
+        cells = [_ci(table, name, "reward_per_user") if m is None else _fmt(table.loc[name, m]) for _, m in columns]
+        md.append(f"| {name} | " + " | ".join(cells) + " |")
+    return md
+
+
+def _pareto_markdown(key: str, cfg: SequentialConfig, world: World, front: pd.DataFrame,
+                     monotone: dict[str, tuple[str, float]]) -> str:
+    """The λ-sweep section: what accuracy and diversity are, the points, and each agent's shape."""
+    acc = f"{world.label} per push"
     pm = [f"For each λ (in average pushes; λ x category novelty is added to the reward of every push) the agents "
-          f"{', '.join(cfg.pareto_agents)} are run on the same users and seeds. Accuracy = click rate (clicks per push), "
-          "diversity = mean category novelty of the pushed promotions (1 = a category the user has not been pushed "
-          "lately); coverage = share of the catalogue pushed at all. Filled points are non-dominated.", "",
-          "| agent | λ | click rate [95% CI] | novelty [95% CI] | coverage | pushes per user | non-dominated |",
+          f"{', '.join(cfg.pareto_agents)} are run on the same users and seeds. Accuracy = {acc} (the objective the "
+          "pushed promotions earned, per push message), diversity = mean category novelty of the pushed promotions "
+          "(1 = a category the user has not been pushed lately); coverage = share of the pushable catalogue pushed at "
+          "all. Filled points are non-dominated.", "",
+          f"| agent | λ | {acc} [95% CI] | novelty [95% CI] | coverage | pushes per user | non-dominated |",
           "|---|---|---|---|---|---|---|"]
     for r in front.to_dict("records"):
         pm.append(f"| {r['agent']} | {r['lambda']:g} | {_fmt(r[ACCURACY])} [{_fmt(r[ACCURACY + '_ci_low'])}, "
@@ -573,21 +599,21 @@ def _sections(run: RunFolder, key: str, cfg: SequentialConfig, world: World, tab
         pts = front[front["agent"] == agent]
         spread = pts[ACCURACY].max() - pts[ACCURACY].min()
         width = float(np.nanmean(pts[ACCURACY + "_ci_high"] - pts[ACCURACY + "_ci_low"]))
-        noise = " (the click-rate differences are within the CIs)" if np.isfinite(width) and spread <= width else ""
+        noise = f" (the {acc} differences are within the CIs)" if np.isfinite(width) and spread <= width else ""
         nov = f"novelty {_fmt(pts[DIVERSITY].min())} to {_fmt(pts[DIVERSITY].max())}"
         if shape == "flat":
-            pm.append(f"- **{agent}: flat** — the same click rate ({_fmt(pts[ACCURACY].iloc[0])}) at every λ while "
+            pm.append(f"- **{agent}: flat** — the same {acc} ({_fmt(pts[ACCURACY].iloc[0])}) at every λ while "
                       f"{nov}: here diversity costs no accuracy.")
         elif shape == "monotone":
-            pm.append(f"- **{agent}: monotone** — more diversity never came with a higher click rate (rank correlation "
+            pm.append(f"- **{agent}: monotone** — more diversity never came with a higher {acc} (rank correlation "
                       f"{_fmt(rho)}; {nov}){noise}.")
         else:
-            pm.append(f"- **{agent}: not monotone** — somewhere along the sweep more diversity came with a higher click "
-                      f"rate (rank correlation of click rate and novelty {_fmt(rho)}; {nov}){noise}.")
+            pm.append(f"- **{agent}: not monotone** — somewhere along the sweep more diversity came with a higher "
+                      f"{acc} (rank correlation of {acc} and novelty {_fmt(rho)}; {nov}){noise}.")
     pm += ["", f"![accuracy–diversity front]({key}/sequential/pareto.png)", "",
            f"Points with CIs: `{key}/sequential/pareto.csv`. A Hydra multirun over `sequential.diversity_weight` "
            "collects every job's agents into one front: `python -m pushrl.experiments.pareto MULTIRUN_DIR`."]
-    run.add_section(f"{key}: accuracy–diversity front (λ sweep)", "\n".join(pm))
+    return "\n".join(pm)
 
 
 def _paired(cmp: dict[str, Any]) -> str:

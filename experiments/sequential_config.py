@@ -74,8 +74,6 @@ class SequentialConfig:
     pareto_agents: list[str] = field(default_factory=lambda: ["greedy"])
     """Agents of the sweep: "greedy" (λ-weighted myopic re-ranker, no training) and/or bandit names
     (each learns online with λ x novelty in its reward; costs bandit_days per λ)."""
-    no_push_action: str | None = "No E-Mail"
-    """A log action meaning "send nothing" (Hillstrom): not pushable; the env's push-nothing stands for it."""
 
     def __post_init__(self) -> None:
         for name, low in (("n_users", 1), ("horizon", 1), ("ppo_timesteps", 1), ("n_envs", 1), ("ppo_n_steps", 1), ("ppo_curve_points", 0),

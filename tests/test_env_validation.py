@@ -18,7 +18,10 @@ BAD_CONFIGS: list[tuple[dict[str, Any], str]] = [
     ({"diversity_weight": float("nan")}, r"diversity_weight must be λ >= 0"),
     ({"horizon": 0}, r"horizon must be an integer >= 1, got 0"),
     ({"horizon": 2.5}, r"horizon must be an integer >= 1"),
-    ({"objective": "likes"}, r"objective must be one of \('click', 'conversion', 'revenue'\), got 'likes'"),
+    ({"objective": 3}, r"objective must be a reward name, a \{reward: weight\} mapping, an Objective or None, got int"),
+    ({"objective": ""}, r"objective must be a reward name"),
+    ({"objective": {}}, r"objective as a mapping must be a non-empty \{reward name: finite weight\}, got \{\}"),
+    ({"objective": {"click": float("nan")}}, r"objective as a mapping must be a non-empty"),
     ({"fatigue": "sometimes"}, r"fatigue must be one of \('auto', 'response', 'multiplicative'\)"),
     ({"fatigue_factor": 0.0}, r"fatigue_factor must be in \(0, 1\]"),
     ({"history_decay": 1.0}, r"history_decay must be in \[0, 1\)"),
@@ -116,8 +119,47 @@ def test_slate_beyond_the_response_positions_is_refused() -> None:
 
 
 def test_objective_the_response_cannot_give_is_refused() -> None:
-    with pytest.raises(ValueError, match=r"objective='revenue' needs reward\(s\) \['conversion', 'revenue'\] but the response function has reward_names \['click'\]"):
+    with pytest.raises(ValueError, match=r"objective needs reward\(s\) \['revenue'\] but the response function has reward_names \['click'\]"):
         PushEnv(Opaque(), np.zeros((3, 5)), objective="revenue")
+    with pytest.raises(ValueError, match=r"objective needs reward\(s\) \['spend'\]"):
+        PushEnv(Opaque(), np.zeros((3, 5)), objective={"click": 1.0, "spend": 0.1})
+
+
+def test_bad_no_push_action_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"no_push_action=99 is not a promotion id; known ids: \[0, 1, 2"):
+        PushEnv(no_push_action=99)
+    with pytest.raises(ValueError, match=r"allowed_promotions includes the no-push action 3, which cannot be pushed"):
+        PushEnv(no_push_action=3, allowed_promotions=(1, 3))
+    one = default_shop(0, 50, 1)
+    with pytest.raises(ValueError, match="every promotion is the no-push action 0: nothing to push"):
+        PushEnv(one.response, one.contexts, one.categories, no_push_action=0)
+    env = PushEnv(no_push_action=3)
+    assert env.action_space.n == 10 and 3 not in env.dynamics.promotion_index
+
+
+class Named(Opaque):
+    """A response whose one binary reward has a given name and expected value."""
+
+    def __init__(self, name: str, value: float = 0.1) -> None:
+        self.reward_names, self.reward_kinds, self.value = (name,), {name: "binary"}, value
+
+    def predict(self, contexts: np.ndarray, recent_pushes: np.ndarray, position: np.ndarray) -> dict:
+        return {self.reward_names[0]: np.full((len(contexts), 10), self.value)}
+
+
+@pytest.mark.parametrize("name", ["pushed", "objective", "reward", "_mask"])
+def test_reward_names_that_clash_with_the_env_are_refused(name: str) -> None:
+    with pytest.raises(ValueError, match=rf"reward name\(s\) \['{name}'\] clash with the push env's own"):
+        PushEnv(Named(name), np.zeros((3, 5)))
+
+
+def test_binary_reward_outside_zero_one_and_bad_kinds_are_refused() -> None:
+    with pytest.raises(ValueError, match=r"declares reward 'opened' binary but predicts expected values in \[1.5, 1.5\]"):
+        PushEnv(Named("opened", 1.5), np.zeros((3, 5)))
+    bad = Named("opened")
+    bad.reward_kinds = {"opened": "count"}
+    with pytest.raises(ValueError, match=r"reward_kinds must map the response's rewards \['opened'\] to one of"):
+        PushEnv(bad, np.zeros((3, 5)))
 
 
 def test_shop_parts_must_come_together() -> None:

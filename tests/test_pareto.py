@@ -58,12 +58,12 @@ def test_non_dominated_edge_cases() -> None:
 
 
 def test_mark_front_per_group() -> None:
-    frame = pd.DataFrame({"g": ["a", "a", "b", "b"], "click_rate": [1.0, 2.0, 0.1, 0.1],
+    frame = pd.DataFrame({"g": ["a", "a", "b", "b"], "objective_per_push": [1.0, 2.0, 0.1, 0.1],
                           "category_novelty": [1.0, 2.0, 0.5, 0.4]})
     marked = mark_front(frame, group="g")
     assert marked["non_dominated"].tolist() == [False, True, True, False]
     with pytest.raises(ValueError, match="missing"):
-        mark_front(frame.drop(columns="click_rate"))
+        mark_front(frame.drop(columns="objective_per_push"))
 
 
 def _job(root: Path, name: str, metrics: dict, overrides: list[str] | None = None) -> None:
@@ -78,12 +78,12 @@ def _job(root: Path, name: str, metrics: dict, overrides: list[str] | None = Non
 def _flat(key: str, lam: float, agents: dict[str, tuple[float, float]], points: dict[str, tuple[float, float]]) -> dict:
     out = {f"{key}/model/auc": 0.5, f"{key}/sequential/diversity_weight": lam, f"{key}/sequential/objective": "click"}
     for name, (acc, div) in agents.items():
-        out |= {f"{key}/sequential/agents/{name}/click_rate": acc, f"{key}/sequential/agents/{name}/category_novelty": div,
+        out |= {f"{key}/sequential/agents/{name}/objective_per_push": acc, f"{key}/sequential/agents/{name}/category_novelty": div,
                 f"{key}/sequential/agents/{name}/pushes_per_user": 3.0}
     for name, (acc, div) in points.items():
         agent, lam_s = name.split("_lambda_")
         out |= {f"{key}/sequential/pareto/{name}/agent": agent, f"{key}/sequential/pareto/{name}/lambda": float(lam_s),
-                f"{key}/sequential/pareto/{name}/click_rate": acc,
+                f"{key}/sequential/pareto/{name}/objective_per_push": acc,
                 f"{key}/sequential/pareto/{name}/category_novelty": div}
     return out
 
@@ -104,14 +104,14 @@ def test_collect_sweep_reads_every_job(tmp_path: Path) -> None:
     table = collect_sweep(tmp_path)
     assert len(table) == len(truth) == 3 * 2 * 4
     assert (tmp_path / FRONT_CSV).exists() and (tmp_path / FRONT_PNG).stat().st_size > 0
-    got = {(r.job, r.dataset, r.source, r.agent, float(r["lambda"])): (r.click_rate, r.category_novelty)
+    got = {(r.job, r.dataset, r.source, r.agent, float(r["lambda"])): (r.objective_per_push, r.category_novelty)
            for _, r in table.iterrows()}
     for job, key, source, agent, lam, acc, div in truth:
         assert got[(job, key, source, agent, lam)] == pytest.approx((acc, div))
     assert table.loc[table["job"] == "1", "overrides"].iloc[0] == "sequential.diversity_weight=1"
     assert table["pushes_per_user"].notna().sum() == 3 * 2 * 2  # extra agent fields are kept
     for key, part in table.groupby("dataset"):
-        pts = part[["click_rate", "category_novelty"]].to_numpy()
+        pts = part[["objective_per_push", "category_novelty"]].to_numpy()
         np.testing.assert_array_equal(part["non_dominated"].to_numpy(), brute_force_front(pts), err_msg=key)
     written = pd.read_csv(tmp_path / FRONT_CSV)
     assert len(written) == len(table) and written["non_dominated"].sum() == table["non_dominated"].sum()

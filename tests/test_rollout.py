@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from pushrl.agents.rollout import METRICS, estimate, learn_online, rollout
+from pushrl.agents.rollout import estimate, learn_online, metric_names, rollout
 from pushrl.envs.batched_env import BatchedPushEnv
 from pushrl.envs.push_env import PushEnv
 from pushrl.policies.policy import BasePolicy, UniformPolicy
@@ -17,12 +17,14 @@ D = 2
 POOL = np.random.default_rng(0).normal(size=(40, D))
 CATEGORIES = np.array([0, 0, 1, 2])  # 4 promotions in 3 categories
 DETERMINISTIC_CLICKS = [1.0, 0.0, 1.0, 0.0]
+NO_PUSH = 4  # the organic case: a fifth catalogue action (category 3) is the log's no-push action
 
 
 class ToyResponse:
     """Click probability of each promotion, the same for every user and day."""
 
     reward_names = ("click",)
+    reward_kinds = {"click": "binary"}
     n_context_features = D
 
     def __init__(self, click: list[float]) -> None:
@@ -38,6 +40,9 @@ class ToyResponse:
 
 def env_kwargs(click: list[float] = DETERMINISTIC_CLICKS, **cfg: object) -> dict:
     config = {"churn_logit": -50.0, "churn_slope": 0.0, "fatigue": "response", **cfg}
+    if cfg.get("no_push_action") is not None:  # the organic case: every day without a push is a click
+        return {"response": ToyResponse([*click, 1.0]), "contexts": POOL, "categories": np.append(CATEGORIES, 3),
+                "config": config}
     return {"response": ToyResponse(click), "contexts": POOL, "categories": CATEGORIES, "config": config}
 
 
@@ -71,7 +76,8 @@ def brute_force(users: np.ndarray, horizon: int, slate: int, **cfg: object) -> d
     """One seed's metrics from single PushEnv episodes and plain Python bookkeeping."""
     env = PushEnv(slate_size=slate, **env_kwargs(**cfg))
     policy = ObservationRule(slate)
-    total_reward, clicks, pushes, novelty_sum, unsubscribed = 0.0, 0.0, 0, 0.0, 0
+    total_reward, objective, pushed_objective, clicks, pushed_clicks = 0.0, 0.0, 0.0, 0.0, 0.0
+    pushes, novelty_sum, unsubscribed = 0, 0.0, 0
     exposure = np.zeros(4)
     slate_pairs = []
     for user in users:
@@ -80,9 +86,13 @@ def brute_force(users: np.ndarray, horizon: int, slate: int, **cfg: object) -> d
             action = policy.choose(obs[None])[0]
             obs, reward, terminated, _, info = env.step(action if slate > 1 else int(action[0]))
             total_reward += reward
+            objective += info["objective"]
             clicks += info["click"]
             pushed = [int(p) for p in info["promotions"] if p >= 0]
             pushes += bool(pushed)
+            if pushed:
+                pushed_clicks += info["click"]
+                pushed_objective += info["objective"]
             novelty_sum += info["diversity"]  # the env's own novelty of the pushed items
             for p in pushed:
                 exposure[p] += 1
@@ -96,9 +106,11 @@ def brute_force(users: np.ndarray, horizon: int, slate: int, **cfg: object) -> d
     gini = np.abs(x[:, None] - x[None, :]).sum() / (2 * len(x) ** 2 * x.mean()) if x.sum() else np.nan
     return {
         "reward_per_user": total_reward / n,
-        "click_rate": clicks / pushes if pushes else np.nan,
-        "conversions_per_user": np.nan,
-        "revenue_per_user": np.nan,
+        "objective_per_user": objective / n,
+        "objective_per_push": pushed_objective / pushes if pushes else np.nan,
+        "response_rate": pushed_clicks / pushes if pushes else np.nan,
+        "click_per_user": clicks / n,
+        "click_per_push": pushed_clicks / pushes if pushes else np.nan,
         "unsubscribe_rate": unsubscribed / n,
         "pushes_per_user": pushes / n,
         "catalogue_coverage": float((exposure > 0).mean()),
@@ -112,6 +124,7 @@ CASES = {
     "no churn": {"slate": 1, "cfg": {"diversity_weight": 0.5, "push_cost": 0.1, "frequency_cap": 3}},
     "certain churn": {"slate": 1, "cfg": {"churn_logit": 50.0, "unsubscribe_penalty": 2.0}},
     "slates": {"slate": 2, "cfg": {"diversity_weight": 0.3, "frequency_cap": None}},
+    "organic no-push": {"slate": 1, "cfg": {"no_push_action": NO_PUSH, "frequency_cap": 2, "push_cost": 0.1}},
 }
 
 
@@ -122,7 +135,8 @@ def test_metrics_match_brute_force(case: str) -> None:
     result = rollout(ObservationRule(slate), lambda n: BatchedPushEnv(n, horizon, slate_size=slate, **env_kwargs(**cfg)),
                      n_users=n_users, n_seeds=n_seeds, seed=11)
     expected = [brute_force(result.users[s], horizon, slate, **cfg) for s in range(n_seeds)]
-    for m in METRICS:
+    assert set(result.per_seed) == set(expected[0]) == set(metric_names(resolve(result, slate, horizon, cfg)))
+    for m in result.per_seed:
         want = np.array([e[m] for e in expected])
         np.testing.assert_allclose(result.per_seed[m], want, rtol=1e-9, atol=1e-12, err_msg=m)
         est = result.metrics[m]
@@ -135,6 +149,14 @@ def test_metrics_match_brute_force(case: str) -> None:
     assert (result.actions[ended] == -1).all() and (result.outcomes["reward"][ended] == 0).all()
     if case == "certain churn":  # every user's episode ended at its first push
         assert 0 < result.metrics["unsubscribe_rate"].mean < 1 and ended.any()
+    if case == "organic no-push":  # days without a push click organically, and count in per-user, not per-push
+        m = result.metrics
+        assert m["click_per_user"].mean > m["click_per_push"].mean * m["pushes_per_user"].mean
+
+
+def resolve(result, slate: int, horizon: int, cfg: dict) -> BatchedPushEnv:
+    """An env like the one `result` ran on (for its metric names)."""
+    return BatchedPushEnv(result.n_users, horizon, slate_size=slate, **env_kwargs(**cfg))
 
 
 @pytest.mark.parametrize("mode", ["NextStep", "Disabled"])
@@ -142,7 +164,8 @@ def test_autoreset_modes_give_the_same_metrics(mode: str) -> None:
     cfg = CASES["certain churn"]["cfg"]
     runs = [rollout(ObservationRule(), BatchedPushEnv(8, 10, autoreset_mode=m, **env_kwargs(**cfg)), None, 2, seed=3)
             for m in ("SameStep", mode)]
-    for m in METRICS:
+    assert set(runs[0].per_seed) == set(runs[1].per_seed)
+    for m in runs[0].per_seed:
         np.testing.assert_array_equal(runs[0].per_seed[m], runs[1].per_seed[m])
 
 
@@ -160,7 +183,7 @@ def test_to_frame_is_one_comparison_row() -> None:
     table = pd.concat([rollout(UniformPolicy(5), env, None, 3).to_frame("uniform"),
                        rollout(ObservationRule(), env, None, 3).to_frame("rule")])
     assert list(table.index) == ["uniform", "rule"]
-    for m in METRICS:
+    for m in metric_names(env):
         assert {m, f"{m}_ci_low", f"{m}_ci_high"} <= set(table.columns)
     finite = table["reward_per_user_ci_low"].notna()
     assert (table["reward_per_user_ci_low"][finite] <= table["reward_per_user"][finite]).all()

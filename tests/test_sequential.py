@@ -1,6 +1,7 @@
 """The sequential section of `pushrl run`: a tiny end-to-end run on a synthetic shop (files, sections,
-metrics that survive metrics.json and the multirun collector), the objective mapping, the no-push
-action, config validation, and the myopic greedy against a hand computation."""
+metrics that survive metrics.json and the multirun collector), another on a log without a click
+(declared rewards, a weighted objective, a no-push action with organic outcomes), the objective as
+the simulator pays it, config validation, and the myopic greedy against a hand computation."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import torch
 from omegaconf import OmegaConf
 
 from pushrl.envs.env_config import PushEnvConfig, default_shop
+from pushrl.envs.objectives import Objective, make_objective
 from pushrl.envs.push_env import PushDynamics
 from pushrl.experiments.outputs import RunFolder
 from pushrl.experiments.pareto import collect_sweep
@@ -22,7 +24,6 @@ from pushrl.experiments.sequential import (
     SequentialConfig,
     as_sequential_config,
     build_world,
-    env_objective,
     pareto_sweep,
     sequential_section,
 )
@@ -34,6 +35,7 @@ TINY = {"n_users": 150, "horizon": 5, "ppo_timesteps": 256, "n_envs": 8, "ppo_cu
         "pareto_agents": ["greedy", "epsilon_greedy"]}
 AGENTS = ("ppo", "epsilon_greedy", "linucb", "greedy_myopic", "greedy_spaced_0", "greedy_spaced_1", "greedy_spaced_2",
           "uniform_push", "never_push")
+CLICK = Objective(name="click", reward="click")
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +49,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, shop):
     said: list[str] = []
     start = time.perf_counter()
     out = sequential_section(SequentialConfig(**TINY), model=shop.response, pool_contexts=shop.contexts,
-                             categories=shop.categories, action_ids=shop.action_ids, objective_name="click",
+                             categories=shop.categories, action_ids=shop.action_ids, objective=CLICK,
                              key="synth", run=run, seed=3, say=said.append)
     return run, out, said, time.perf_counter() - start
 
@@ -117,14 +119,14 @@ def test_returned_metrics_round_trip_through_metrics_json(tiny_run) -> None:
 def test_disabled_does_nothing(tmp_path: Path, shop) -> None:
     run = RunFolder(tmp_path)
     out = sequential_section({"enabled": False}, model=shop.response, pool_contexts=shop.contexts,
-                             categories=shop.categories, action_ids=shop.action_ids, objective_name="click",
+                             categories=shop.categories, action_ids=shop.action_ids, objective=CLICK,
                              key="k", run=run, seed=0, say=lambda m: None)
     assert out == {"enabled": False} and run.sections == [] and not (tmp_path / "k").exists()
 
 
 def test_pareto_sweep_is_seeded(shop) -> None:
     cfg = SequentialConfig(**{**TINY, "pareto_agents": ["greedy", "linucb"]})
-    world = build_world(cfg, shop.response, shop.contexts, shop.categories, shop.action_ids, "click",
+    world = build_world(cfg, shop.response, shop.contexts, shop.categories, shop.action_ids, CLICK, None,
                         np.random.default_rng(0))
     a = pareto_sweep(cfg, world, seed=5, eval_seed=9, say=lambda m: None)
     b = pareto_sweep(cfg, world, seed=5, eval_seed=9, say=lambda m: None)
@@ -134,9 +136,11 @@ def test_pareto_sweep_is_seeded(shop) -> None:
 
 
 class HillstromLike:
-    """Hillstrom's reward names and a "No E-Mail" action (index 0) on the synthetic truth."""
+    """Hillstrom's reward names on the synthetic truth, and a "No E-Mail" action (index 0) whose
+    expected visits and spend are a third of a push's (organic ones)."""
 
     reward_names = ("visit", "conversion", "spend")
+    reward_kinds = {"visit": "binary", "conversion": "binary", "spend": "continuous"}
 
     def __init__(self, truth_response) -> None:
         self.inner = truth_response
@@ -148,42 +152,42 @@ class HillstromLike:
 
     def predict(self, contexts, recent, position):
         out = self.inner.predict(contexts, recent, position)
+        for v in out.values():
+            v[:, 0] /= 3.0
         return {"visit": out["click"], "conversion": out["conversion"], "spend": out["revenue"]}
 
 
-def test_hillstrom_mapping_and_no_push_action(shop) -> None:
+def test_the_simulator_pays_the_declared_objective_and_the_organic_no_push(shop) -> None:
     ids = np.array(["No E-Mail"] + [f"promo{i}" for i in range(1, shop.n_actions)], dtype=object)
-    world = build_world(SequentialConfig(n_users=50), HillstromLike(shop.response), shop.contexts, shop.categories, ids,
-                        "spend", np.random.default_rng(0))
-    assert world.config.objective == "revenue"
-    assert world.config.allowed_promotions == tuple(ids[1:])
+    profit = make_objective("profit", ids, margin=0.3, push_cost=0.1, no_push_action="No E-Mail", money="spend")
+    response = HillstromLike(shop.response)
+    world = build_world(SequentialConfig(n_users=50), response, shop.contexts, shop.categories, ids, profit,
+                        "No E-Mail", np.random.default_rng(0))
+    assert world.config.objective is profit and world.config.no_push_action == "No E-Mail"
+    assert world.label == "profit" and world.rewards == ("visit", "conversion", "spend")
     assert len(world.shop.contexts) == 50
-    notes = " ".join(world.notes)
-    assert "`visit` plays the simulator's `click`" in notes and "`spend` plays the simulator's `revenue`" in notes
-    assert "No E-Mail" in notes and world.no_push_baseline is not None
     env = world.factory()(4)
-    assert env.dynamics.n_allowed == shop.n_actions - 1
+    assert env.dynamics.n_allowed == shop.n_actions - 1 and env.dynamics.weights == {"spend": 0.3}
+    # the unit (gross profit of a rested push) and the organic baseline, recomputed from the response
+    pool = world.shop.contexts
+    q = response.predict(pool, np.zeros(len(pool)), np.zeros(len(pool), dtype=np.int64))
+    assert world.unit == pytest.approx(0.3 * q["spend"][:, 1:].mean())
+    assert world.no_push_baseline == pytest.approx(0.3 * q["spend"][:, 0].mean()) and world.no_push_baseline > 0
+    notes = " ".join(world.notes)
+    assert "profit = 0.3 × spend − the objective's cost of each push (0.1)" in notes
+    assert "`No E-Mail` is the simulator's push-nothing action" in notes and "plays" not in notes
+    assert "visit, conversion drawn as 0/1 outcomes" in notes and "spend paid as the model's expected value" in notes
     assert world.config.unsubscribe_penalty == pytest.approx(30.0 * world.unit)
 
 
-@pytest.mark.parametrize(("objective", "names", "expected", "note"), [
-    ("click", ("click",), "click", None),
-    ("visit", ("visit", "conversion", "spend"), "click", "`visit` plays"),
-    ("conversion", ("visit", "conversion", "spend"), "conversion", "`visit` plays"),
-    ("profit", ("visit", "conversion", "spend"), "revenue", "margin is not applied"),
-    ("conversion", ("click",), "click", "falling back to click"),
-    ("nonsense", ("click", "conversion"), "click", "falling back to click"),
-])
-def test_env_objective(objective: str, names: tuple[str, ...], expected: str, note: str | None) -> None:
-    got, _, notes = env_objective(objective, names)
-    assert got == expected
-    if note is not None:
-        assert any(note in n for n in notes), notes
-
-
-def test_env_objective_needs_a_click_like_reward() -> None:
-    with pytest.raises(ValueError, match="click-like"):
-        env_objective("conversion", ("conversion",))
+def test_bad_no_push_action_and_objective_are_refused(shop) -> None:
+    cfg = SequentialConfig(n_users=50)
+    with pytest.raises(ValueError, match=r"no_push_action 'nope' is not one of the log's action ids"):
+        build_world(cfg, shop.response, shop.contexts, shop.categories, shop.action_ids, CLICK, "nope",
+                    np.random.default_rng(0))
+    with pytest.raises(ValueError, match=r"objective needs reward\(s\) \['visit'\]"):
+        build_world(cfg, shop.response, shop.contexts, shop.categories, shop.action_ids,
+                    Objective(name="visit", reward="visit"), None, np.random.default_rng(0))
 
 
 def test_config_validation() -> None:
