@@ -5,21 +5,22 @@
   actions' rows never touch it). Every customer gets each action's predicted
   outcome from that action's own model, and the policy sends the action with
   the best predicted objective (`Objective.expected`: the reward itself, or for
-  profit margin × spend − cost of the push).
+  profit margin × money − cost of the push).
 * **"Uplift pays"** (`UpliftPaysPolicy`): over any outcome model (in the run
   report: the pipeline's pooled response model, i.e. an S-learner with action
   embeddings), the predicted uplift of each push over the no-push action,
   Δ_e(x) = ŷ(x, e) − ŷ(x, no push), is turned into a gain
 
-      gain_e(x) = margin × Δ_e(x) − (cost_e − cost_no push)
+      gain_e(x) = Σ_r weight_r × Δ_e,r(x) − (cost_e − cost_no push)
 
-  (profit: margin × Δspend must pay for the e-mail's cost; visit, conversion,
-  spend: margin 1 and no cost, so any positive uplift pays). The policy sends
-  the push with the highest gain when that gain is > 0, else nothing. With the
-  objectives as `pushrl.envs.objectives` defines them this is exactly the
-  greedy policy on that model's expected objective: the two baselines differ
-  in the outcome model (separate per-action models vs one pooled model), not
-  in the decision rule, which is written here in its uplift form.
+  over the objective's terms (profit: margin × Δmoney must pay for the push's
+  cost; a plain reward: weight 1 and no cost, so any positive uplift pays).
+  The policy sends the push with the highest gain when that gain is > 0, else
+  nothing. With the objectives as `pushrl.envs.objectives` defines them this
+  is exactly the greedy policy on that model's expected objective: the two
+  baselines differ in the outcome model (separate per-action models vs one
+  pooled model), not in the decision rule, which is written here in its
+  uplift form.
 
 Both are **deterministic**: every probability is 0 or 1, except that ties
 (scores within `pushrl.policies.baselines.TIE_RTOL` of the row's best) split
@@ -32,7 +33,7 @@ intercept column of ones, checked), or the bare (n, d) encoded contexts with
 `intercept=False`. A model fitted with its own encoder (each T-learner model
 fits one on its own rows) gets the contexts re-encoded exactly by `reencode`.
 Predictions use position 0 and 0 recent pushes: these baselines are for
-single-slot logs without a recent-push count, such as the Hillstrom campaign.
+single-slot logs; a log's recent-push count, if it has one, is not an input.
 
 Shapes (batch first): contexts (n, n_features); outcomes {reward: (n, A)};
 probabilities (n, A), rows sum to 1.
@@ -196,8 +197,9 @@ class _OutcomePolicy(BasePolicy):
         self.action_ids = np.asarray(action_ids)
         if outcomes.n_actions != len(self.action_ids):
             raise ValueError(f"the outcome model scores {outcomes.n_actions} actions, action_ids has {len(self.action_ids)}")
-        if objective.reward not in outcomes.reward_names:
-            raise ValueError(f"objective {objective.name!r} needs predicted {objective.reward!r}; the model has {outcomes.reward_names}")
+        missing = [r for r in objective.rewards if r not in outcomes.reward_names]
+        if missing:
+            raise ValueError(f"objective {objective.name!r} needs predicted {missing}; the model has {outcomes.reward_names}")
         self.outcomes, self.encoder, self.objective, self.intercept = outcomes, encoder, objective, bool(intercept)
         self.n_features = encoder.n_features + int(self.intercept)
         self._costs = objective.cost_vector(self.action_ids)
@@ -247,9 +249,9 @@ class TLearnerPolicy(_OutcomePolicy):
 
 
 class UpliftPaysPolicy(_OutcomePolicy):
-    """Send the push with the highest predicted uplift over `no_push_action` when margin × uplift pays
-    for the push's cost (any positive uplift for a cost-free objective), else nothing (deterministic,
-    ties split)."""
+    """Send the push with the highest predicted uplift over `no_push_action` when the weighted uplift
+    pays for the push's cost (any positive uplift for a cost-free objective), else nothing
+    (deterministic, ties split)."""
 
     def __init__(self, outcomes: OutcomeModel | ResponseModel, encoder: ContextEncoder, objective: Objective,
                  action_ids: Sequence, no_push_action: object, intercept: bool = True) -> None:
@@ -263,15 +265,17 @@ class UpliftPaysPolicy(_OutcomePolicy):
         self.no_push_index = ids.index(no_push_action)
 
     def gains(self, contexts: np.ndarray) -> np.ndarray:
-        """(n, n_actions) margin × uplift − extra cost of each action over no push (0 for no push)."""
+        """(n, n_actions) weighted uplift − extra cost of each action over no push (0 for no push)."""
         pred = self.predicted_outcomes(contexts)
         return self._gains(pred)
 
     def _gains(self, pred: dict[str, np.ndarray]) -> np.ndarray:
-        q = np.asarray(pred[self.objective.reward], dtype=np.float64)
-        uplift = q - q[:, [self.no_push_index]]
+        gain = 0.0
+        for r, weight in self.objective.terms.items():
+            q = np.asarray(pred[r], dtype=np.float64)
+            gain = gain + weight * (q - q[:, [self.no_push_index]])
         extra_cost = self._costs - self._costs[self.no_push_index]
-        return self.objective.margin * uplift - extra_cost[None, :]
+        return gain - extra_cost[None, :]
 
     def _probabilities(self, contexts: np.ndarray) -> np.ndarray:
         pred = self.outcomes.predict_encoded(self._encoded(contexts), self.encoder)

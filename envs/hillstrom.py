@@ -4,7 +4,9 @@ One row per customer; the action is the randomised `segment`, with ids exactly
 the three logged strings; "No E-Mail" is a real action with its own outcomes.
 Propensity 1/3 for every row (the experiment's design). Rewards: visit,
 conversion, spend. No timestamps and no user ids: `split_log` falls back to a
-seeded random split stratified by action and says so.
+seeded random split stratified by action and says so. The data config
+(`configs/data/hillstrom.yaml`) declares "No E-Mail" as the log's no-push action,
+which is all the run's generic uplift analysis needs.
 """
 
 from __future__ import annotations

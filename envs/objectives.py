@@ -115,3 +115,14 @@ def make_objective(
         raise ValueError("objective.reward=weighted needs objective.weights, e.g. {conversion: 1.0, revenue: 0.01}")
     terms = {str(r): float(w) for r, w in weights.items()}
     return Objective(name="weighted", reward=next(iter(terms)), costs=dict(costs), weights=terms)
+
+
+def money_reward(data: LoggedData, money: str | None = None) -> str | None:
+    """The reward profit is a margin of: `money` (checked against the declared rewards), else the log's one
+    non-binary reward; None when the log has none or several."""
+    if money is not None:
+        if money not in data.reward_names:
+            raise ValueError(f"objective.money={money!r} is not a declared reward; declared: {list(data.reward_names)}")
+        return str(money)
+    amounts = [r for r in data.reward_names if not np.isin(data.reward(r), (0.0, 1.0)).all()]
+    return amounts[0] if len(amounts) == 1 else None

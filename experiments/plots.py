@@ -147,7 +147,7 @@ def budget_plot(table: pd.DataFrame, path: Path, title: str) -> Path:
     ax.plot(x, table["simulator"], marker="o", label="simulator")
     ax.errorbar(x, table["snips"], yerr=[table["snips"] - table["ci_low"], table["ci_high"] - table["snips"]],
                 fmt="s", capsize=3, label="OPE (SNIPS, 95% CI)")
-    ax.set_xlabel("budget: % of customers who may get an e-mail")
+    ax.set_xlabel("budget: % of customers who may get a push")
     ax.set_ylabel("value per customer")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)

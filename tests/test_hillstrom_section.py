@@ -1,5 +1,6 @@
-"""The Hillstrom report section on the real sample: files, sections, metrics, and OPE numbers
-checked against reference values computed independently from the raw CSV."""
+"""The uplift section on the real Hillstrom sample (the campaign is a preset of the generic path:
+its data config declares the no-push action): files, sections, metrics, and OPE numbers checked
+against reference values computed independently from the raw CSV."""
 
 from __future__ import annotations
 
@@ -16,16 +17,18 @@ from omegaconf import OmegaConf
 from pushrl.envs.hillstrom import ACTIONS, load_hillstrom
 from pushrl.envs.objectives import make_objective
 from pushrl.envs.paths import data_root
-from pushrl.envs.response_model import ResponseModel, ResponseModelConfig
+from pushrl.envs.response_model import ResponseModel
 from pushrl.envs.split import split_log, stratified_split_indices
 from pushrl.experiments.agents import ResponseBandit, catalogue_features, train_agents
+from pushrl.experiments.builders import response_model_config
 from pushrl.experiments.config import register_configs
-from pushrl.experiments.hillstrom import hillstrom_section
 from pushrl.experiments.outputs import RunFolder
+from pushrl.experiments.uplift_section import uplift_section
 
 KEY = "hillstrom"
 OBJECTIVES = ("visit", "conversion", "spend", "profit")
-FILES = ("hillstrom_ope.csv", "hillstrom_qini.csv", "hillstrom_fidelity.csv", "qini.png", "hillstrom_fidelity.png")
+FILES = ("uplift_ope.csv", "uplift_qini.csv", "uplift_fidelity.csv", "qini.png", "uplift_fidelity.png")
+NO_EMAIL = "No E-Mail"
 
 
 def _cfg(*overrides: str):
@@ -43,10 +46,10 @@ def _run_section(cfg, data, root):
     torch.set_num_threads(1)
     split = split_log(data, tuple(cfg.split.fractions), seed=cfg.split.seed)
     name = cfg.objective.reward if cfg.objective.reward != "auto" else cfg.data.default_objective
+    assert cfg.data.no_push_action == NO_EMAIL  # the preset declares it
     objective = make_objective(name, data.action_ids, margin=cfg.objective.margin, push_cost=cfg.objective.push_cost,
-                               no_push_action="No E-Mail")
-    mcfg = ResponseModelConfig(**OmegaConf.to_container(cfg.model, resolve=True), seed=cfg.seed, progress=False)
-    model = ResponseModel.fit(split.train, split.validation, mcfg)
+                               no_push_action=NO_EMAIL, money="spend")
+    model = ResponseModel.fit(split.train, split.validation, response_model_config(cfg, progress=False))
 
     def features(d):
         x, recent = model.encode(d)
@@ -68,11 +71,17 @@ def _run_section(cfg, data, root):
     run = RunFolder(root)
     messages: list[str] = []
     start = time.perf_counter()
-    headline = hillstrom_section(cfg, data=data, split=split, model=model, objective=objective,
-                                 policies={n: a.policy for n, a in agents.items()}, features_test=f_test, key=KEY,
-                                 run=run, seed=cfg.seed, say=messages.append)
+    headline = uplift_section(cfg, data=data, split=split, model=model, objective=objective,
+                              no_push_action=cfg.data.no_push_action, policies={n: a.policy for n, a in agents.items()},
+                              features_test=f_test, key=KEY, run=run, seed=cfg.seed, say=messages.append)
     return {"run": run, "headline": headline, "split": split, "seconds": time.perf_counter() - start,
             "agents": list(agents), "messages": messages}
+
+
+def _test_rows(raw: pd.DataFrame) -> np.ndarray:
+    """The documented split's test rows (no timestamps: stratified by action, seed 0)."""
+    codes = raw["segment"].map({a: i for i, a in enumerate(ACTIONS)}).to_numpy()
+    return stratified_split_indices(codes, (0.7, 0.15, 0.15), seed=0)[2]
 
 
 def _outcomes(frame: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -109,16 +118,17 @@ def test_section_writes_its_files_sections_and_metrics(full):
     for name in FILES:
         assert (run.root / KEY / name).stat().st_size > 0, name
     titles = [t for t, _ in run.sections]
-    for fragment in ("quality bar", "OPE, every policy x every objective", "uplift (Qini)", "simulator fidelity"):
+    for fragment in ("uplift quality bar", "OPE, every policy x every objective", "uplift over sending nothing (Qini)",
+                     "simulator fidelity"):
         assert any(fragment in t for t in titles), (fragment, titles)
     assert set(h) >= {"ope", "qini", "fidelity", "quality_bar", "seconds", "best_learned", "logging_value"}
-    assert run.metrics[f"{KEY}/hillstrom/quality_bar/conversion/met"] == h["quality_bar"]["conversion"]["met"]
+    assert run.metrics[f"{KEY}/uplift/quality_bar/conversion/met"] == h["quality_bar"]["conversion"]["met"]
     assert h["seconds"]["total"] < 90, h["seconds"]
     assert full["messages"] and "done" in full["messages"][-1]
 
 
 def test_ope_table_covers_every_policy_and_objective(full):
-    ope = pd.read_csv(full["run"].root / KEY / "hillstrom_ope.csv")
+    ope = pd.read_csv(full["run"].root / KEY / "uplift_ope.csv")
     policies = set(full["agents"]) | {"t_learner", "uplift_pays"} | {f"always {a}" for a in ACTIONS}
     assert set(ope["policy"]) == policies
     assert set(ope["objective"]) == set(OBJECTIVES) and set(ope["estimator"]) == {"ips", "snips", "dr", "sndr"}
@@ -126,8 +136,19 @@ def test_ope_table_covers_every_policy_and_objective(full):
     assert (ope["ci_low"] <= ope["ci_high"]).all()
     shares = ope[[f"share_{a}" for a in ACTIONS]].to_numpy()
     np.testing.assert_allclose(shares.sum(axis=1), 1.0)
+    # the best always-push is always Mens E-Mail on every objective: the e-mail group with the highest mean
+    # outcome on the test rows (SNIPS of always X is the group mean), from the raw CSV
+    raw = pd.read_csv(data_root() / "hillstrom" / "hillstrom.csv")
+    test_frame = raw.iloc[_test_rows(raw)]
+    y = _outcomes(test_frame)
+    for o in OBJECTIVES:
+        best = max(("Mens E-Mail", "Womens E-Mail"), key=lambda a, o=o: y[o][(test_frame["segment"] == a).to_numpy()].mean())
+        assert (ope[ope["objective"] == o]["best_always_push"] == f"always {best}").all()
+        assert full["headline"]["best_always_push"][o] == f"always {best}"
     mens = ope[ope["policy"] == "always Mens E-Mail"]
-    np.testing.assert_allclose(mens["lift_vs_always_mens"], 0.0, atol=1e-15)
+    np.testing.assert_allclose(mens["lift_vs_best_always_push"], 0.0, atol=1e-15)
+    none = ope[ope["policy"] == f"always {NO_EMAIL}"]
+    np.testing.assert_allclose(none["lift_vs_no_push"], 0.0, atol=1e-15)
     # the uplift baselines are deterministic: their shares are counts of whole customers
     n_test = full["split"].test.n_rounds
     uplift = ope[ope["policy"].isin(["t_learner", "uplift_pays"])]
@@ -137,13 +158,11 @@ def test_ope_table_covers_every_policy_and_objective(full):
 def test_always_x_matches_reference_from_the_raw_csv(full):
     """Reference numbers from the raw file and the documented split, without LoggedData."""
     raw = pd.read_csv(data_root() / "hillstrom" / "hillstrom.csv")
-    codes = raw["segment"].map({a: i for i, a in enumerate(ACTIONS)}).to_numpy()
-    test_rows = stratified_split_indices(codes, (0.7, 0.15, 0.15), seed=0)[2]
-    test_frame = raw.iloc[test_rows]
+    test_frame = raw.iloc[_test_rows(raw)]
     assert len(test_frame) == full["split"].test.n_rounds
-    _check_always_x(pd.read_csv(full["run"].root / KEY / "hillstrom_ope.csv"), test_frame)
+    _check_always_x(pd.read_csv(full["run"].root / KEY / "uplift_ope.csv"), test_frame)
     # the cross-fitted fidelity table's IPS of always X over all 44,800 rows: group mean × share × 3
-    fid = pd.read_csv(full["run"].root / KEY / "hillstrom_fidelity.csv")
+    fid = pd.read_csv(full["run"].root / KEY / "uplift_fidelity.csv")
     y, seg = _outcomes(raw), raw["segment"].to_numpy()
     for o in OBJECTIVES:
         for a in ACTIONS:
@@ -152,7 +171,7 @@ def test_always_x_matches_reference_from_the_raw_csv(full):
 
 
 def test_quality_bar_numbers_are_the_tables_numbers(full):
-    ope = pd.read_csv(full["run"].root / KEY / "hillstrom_ope.csv")
+    ope = pd.read_csv(full["run"].root / KEY / "uplift_ope.csv")
     bar = full["headline"]["quality_bar"]
     ips = ope[ope["estimator"] == "ips"].set_index(["objective", "policy"])
     c, p = bar["conversion"], bar["profit"]
@@ -160,16 +179,18 @@ def test_quality_bar_numbers_are_the_tables_numbers(full):
     assert c["best"] == max(learned, key=lambda n: ips.loc[("conversion", n), "value"])
     assert c["ips"] == pytest.approx(ips.loc[("conversion", c["best"]), "value"], rel=1e-12)
     assert c["ci_low_above_logging"] == (c["ci_low"] > c["logging"])
-    assert c["at_least_always_mens"] == (c["ips"] >= ips.loc[("conversion", "always Mens E-Mail"), "value"])
-    assert p["met"] == (p["ips"] > p["always_mens"] and p["ips"] > p["always_no_email"])
+    assert c["best_always_push_action"] == p["best_always_push_action"] == "always Mens E-Mail"
+    assert c["at_least_best_always_push"] == (c["ips"] >= ips.loc[("conversion", "always Mens E-Mail"), "value"])
+    assert p["no_push"] == ips.loc[("profit", f"always {NO_EMAIL}"), "value"]
+    assert p["met"] == (p["ips"] > p["best_always_push"] and p["ips"] > p["no_push"])
     assert p["default_costs"] and p["margin"] == pytest.approx(0.30) and p["push_cost"] == pytest.approx(0.10)
-    assert c["cross_fitted"]["rows"] == 44_800
+    assert p["money"] == "spend" and c["cross_fitted"]["rows"] == 44_800
     report = "\n".join(md for _, md in full["run"].sections)
-    assert f"{c['ips']:.4g}" in report and f"{p['always_mens']:.4g}" in report
+    assert f"{c['ips']:.4g}" in report and f"{p['best_always_push']:.4g}" in report
 
 
 def test_fidelity_and_qini_tables(full):
-    fid = pd.read_csv(full["run"].root / KEY / "hillstrom_fidelity.csv")
+    fid = pd.read_csv(full["run"].root / KEY / "uplift_fidelity.csv")
     pooled = fid[fid["scope"] == "pooled"]
     assert len(pooled) == 4 * 4  # three always-X + the best learned policy, four objectives
     assert pooled["policy"].str.startswith("best learned").sum() == 4
@@ -177,7 +198,7 @@ def test_fidelity_and_qini_tables(full):
     assert folds.groupby(["objective", "policy"]).size().eq(5).all()
     assert folds[(folds["objective"] == "visit") & (folds["policy"] == "always Mens E-Mail")]["rows"].sum() == 44_800
     assert ((pooled["ci_low"] <= pooled["ips"]) & (pooled["ips"] <= pooled["ci_high"])).all()
-    qini = pd.read_csv(full["run"].root / KEY / "hillstrom_qini.csv")
+    qini = pd.read_csv(full["run"].root / KEY / "uplift_qini.csv")
     for r in ("visit", "conversion", "spend"):
         scores = set(qini[qini["reward"] == r]["score"])
         assert any(s.startswith("t_learner") for s in scores) and any(s.startswith("uplift_pays") for s in scores)
@@ -193,7 +214,7 @@ def test_section_on_a_subsample(tmp_path):
     for name in FILES:
         assert (out["run"].root / KEY / name).exists(), name
     test_frame = out["split"].test.frame.rename(columns={"action": "segment"})
-    _check_always_x(pd.read_csv(out["run"].root / KEY / "hillstrom_ope.csv"), test_frame)
+    _check_always_x(pd.read_csv(out["run"].root / KEY / "uplift_ope.csv"), test_frame)
     assert out["headline"]["quality_bar"]["conversion"]["cross_fitted"]["rows"] == data.n_rounds
 
 
@@ -204,7 +225,7 @@ def test_profit_objective_run(tmp_path):
     cfg = _cfg("objective=profit", "eval.n_bootstrap=50", "train.online_rounds=2000", "agents=baselines",
                "+agents.epsilon_greedy={epsilon: 0.1}")
     out = _run_section(cfg, data, tmp_path)
-    fid = pd.read_csv(out["run"].root / KEY / "hillstrom_fidelity.csv")
+    fid = pd.read_csv(out["run"].root / KEY / "uplift_fidelity.csv")
     best = fid[fid["policy"].str.startswith("best learned")]["policy"].iloc[0]
     assert "(for profit)" in best
     assert out["headline"]["best_learned"]["profit"] in {"epsilon_greedy", "t_learner", "uplift_pays"}

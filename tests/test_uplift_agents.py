@@ -90,6 +90,25 @@ def test_uplift_pays_rule_profit_and_conversion():
     np.testing.assert_allclose(conversion.uplift_score(x, "conversion", "No E-Mail"), [-0.001, 0.001, 0.002], atol=1e-15)
 
 
+def test_uplift_pays_on_a_weighted_objective_is_greedy_on_its_expected_value():
+    """gain = Σ_r w_r Δ_r − extra cost; the decision is the argmax of the objective's expected value."""
+    rng = np.random.default_rng(3)
+    conv = rng.uniform(0.0, 0.05, (200, 3))
+    spend = rng.uniform(0.0, 2.0, (200, 3))
+    stub = _Stub({"visit": conv, "conversion": conv, "spend": spend})
+    obj = make_objective("weighted", IDS, push_cost=0.04, no_push_action="No E-Mail",
+                         weights={"conversion": 1.0, "spend": 0.05})
+    x = np.zeros((200, 1))
+    pol = UpliftPaysPolicy(stub, _stub_encoder(), obj, IDS, "No E-Mail", intercept=False)
+    gains = 1.0 * (conv - conv[:, [0]]) + 0.05 * (spend - spend[:, [0]]) - np.array([0.0, 0.04, 0.04])
+    np.testing.assert_allclose(pol.gains(x), gains, rtol=1e-12, atol=1e-15)
+    np.testing.assert_array_equal(pol.action_probabilities(x).argmax(axis=1), obj.expected(stub.table, IDS).argmax(axis=1))
+    conversion_only = _Stub({"conversion": conv})
+    conversion_only.reward_names = ("conversion",)
+    with pytest.raises(ValueError, match=r"needs predicted \['spend'\]"):
+        UpliftPaysPolicy(conversion_only, _stub_encoder(), obj, IDS, "No E-Mail", intercept=False)
+
+
 def test_ties_split_evenly():
     spend = np.array([[1.0, 1.5, 1.5], [1.0, 1.0, 1.0]])
     stub = _Stub({"visit": spend, "conversion": spend, "spend": spend})
