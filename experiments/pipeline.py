@@ -29,8 +29,8 @@ from pushrl.envs.atomic import write_json, write_text
 from pushrl.envs.fidelity import mean_ci, replay_fidelity
 from pushrl.envs.logged_data import LoggedData
 from pushrl.envs.model_report import model_report
-from pushrl.envs.objectives import Objective, make_objective
-from pushrl.envs.regime import classify_regime
+from pushrl.envs.model_uncertainty import fit_refits
+from pushrl.envs.objectives import Objective, make_objective, money_reward
 from pushrl.envs.response_model import ResponseModel, ResponseModelConfig
 from pushrl.envs.split import Split, split_indices
 from pushrl.experiments import plots, report_sections
@@ -48,10 +48,11 @@ from pushrl.experiments.online_test import online_test_section
 from pushrl.experiments.outputs import RunFolder
 from pushrl.experiments.selection import selection_markdown, selection_study
 from pushrl.policies.evaluation import EstimatorSettings, PolicyEvaluation, evaluate_policy
+from pushrl.policies.ope.model_interval import held_out_correction, model_value_interval
 from pushrl.policies.policy import to_action_dist
 from pushrl.policies.ship import LOGGING, ShipDecision, decide, make_guardrails
 
-STAGES = ("fit", "fidelity", "train", "evaluate", "ship", "export", "report", "abtest", "sequential", "budget", "uplift")
+STAGES = ("fit", "refits", "fidelity", "train", "evaluate", "ship", "export", "report", "abtest", "sequential", "budget", "uplift")
 
 
 @dataclass
@@ -80,6 +81,7 @@ class DatasetRun:
     uniform_logging: np.ndarray | None  # (A,) when the log is uniform-random (the exact logging policy)
     guardrails: tuple = ()
     model: ResponseModel | None = None
+    refits: Any = None  # BootstrapRefits behind the model-based intervals (None: eval.model_refits=0)
     report: Any = None
     x_test: np.ndarray | None = None
     recent_test: np.ndarray | None = None
@@ -132,18 +134,13 @@ def declared_no_push(cfg: DictConfig, data: LoggedData):
     return match[0]
 
 
-def money_reward(cfg_objective: DictConfig, data: LoggedData) -> str:
-    """`objective.money`, or the log's one non-binary reward (the amount profit is a margin of)."""
-    if cfg_objective.get("money"):
-        if cfg_objective.money not in data.reward_names:
-            raise ValueError(f"objective.money={cfg_objective.money!r} is not a declared reward; declared: "
-                             f"{list(data.reward_names)}")
-        return str(cfg_objective.money)
-    amounts = [r for r in data.reward_names if not np.isin(data.reward(r), (0.0, 1.0)).all()]
-    if len(amounts) != 1:
+def profit_money(cfg_objective: DictConfig, data: LoggedData) -> str:
+    """The money reward of objective=profit; refused naming objective.money when it is ambiguous or absent."""
+    money = money_reward(data, cfg_objective.get("money"))
+    if money is None:
         raise ValueError(f"objective.reward=profit needs one money reward: set objective.money to one of "
-                         f"{list(data.reward_names)} (non-binary rewards found: {amounts})")
-    return amounts[0]
+                         f"{list(data.reward_names)}")
+    return money
 
 
 def resolve_objective(cfg: DictConfig, data: LoggedData, default: str) -> Objective:
@@ -154,7 +151,7 @@ def resolve_objective(cfg: DictConfig, data: LoggedData, default: str) -> Object
     no_push = declared_no_push(cfg, data)
     if name == "profit":
         return make_objective("profit", data.action_ids, margin=co.margin, push_cost=co.push_cost,
-                              no_push_action=no_push, money=money_reward(co, data))
+                              no_push_action=no_push, money=profit_money(co, data))
     if name == "weighted":
         weights = dict(co.weights or {})
         unknown = [r for r in weights if r not in declared]
@@ -205,6 +202,17 @@ def stage_fit(ctx: DatasetRun) -> None:
     ctx.run.add_metrics(f"{ctx.key}/model", ctx.report.table.to_dict(orient="index"))
     ctx.x_test, ctx.recent_test = ctx.model.encode(ctx.split.test)
     ctx.pred_test = ctx.model.predict(ctx.x_test, ctx.recent_test, ctx.split.test.position)
+
+
+def stage_refits(ctx: DatasetRun) -> None:
+    """Bootstrap refits of the response model (by user where the log has users): the model's own
+    uncertainty in the DM and simulator intervals (pushrl.policies.ope.model_interval)."""
+    k = int(ctx.cfg.eval.model_refits)
+    if k == 0:
+        return
+    ctx.say(f"[bold]{ctx.key}[/bold]: {k} bootstrap refits of the response model (DM and simulator intervals) ...")
+    ctx.refits = fit_refits(ctx.split.train, ctx.split.validation, response_model_config(ctx.cfg, progress=False), k,
+                            seed=int(ctx.cfg.seed))
 
 
 def logging_replay_probabilities(ctx: DatasetRun) -> np.ndarray:
@@ -294,6 +302,41 @@ def _q_hat(ctx: DatasetRun, expected) -> np.ndarray:
                      for k in range(data.n_positions)], axis=2)
 
 
+def _refit_predictions(ctx: DatasetRun) -> list[list[dict[str, np.ndarray]]] | None:
+    """[slot][refit] {reward: (n, A)} of every refit on the test rows (slot 0 only: the logged positions)."""
+    if ctx.refits is None:
+        return None
+    test = ctx.split.test
+    if ctx.data.n_positions == 1:
+        return [ctx.refits.predict(test)]
+    return [ctx.refits.predict(test, np.full(test.n_rounds, k)) for k in range(ctx.data.n_positions)]
+
+
+def _q_hat_refits(preds, objective: Objective, action_ids) -> np.ndarray | None:
+    """(K, n, A, L) the refits' estimated rewards of `objective`."""
+    if preds is None:
+        return None
+    return np.stack([np.stack([objective.expected(p, action_ids) for p in slot]) for slot in preds], axis=3)
+
+
+def _simulator_interval(ctx: DatasetRun, name: str, probs: np.ndarray, q_obj: np.ndarray,
+                        q_refits: np.ndarray | None) -> tuple[float, float, float]:
+    """The simulator's value of a policy on the test contexts; with refits, the interval includes the model's
+    uncertainty and, where the effect is identified, the held-out (DR) check of its bias."""
+    rows = (probs * q_obj).sum(axis=1)
+    if q_refits is None:
+        return mean_ci(rows, ctx.cfg.eval.alpha, binary=False)
+    test = ctx.split.test
+    idx = np.arange(test.n_rounds)
+    checked = test.pscore is not None and ctx.identified.get(name, True)
+    reward = ctx.objective.logged(test)
+    corr = held_out_correction(probs, reward, test.action, test.pscore, q_obj[idx, test.action]) if checked else None
+    refit_corr = np.stack([held_out_correction(probs, reward, test.action, test.pscore, q[idx, test.action])
+                           for q in q_refits]) if checked else None
+    iv = model_value_interval(rows, np.sum(probs[None] * q_refits, axis=2), ctx.cfg.eval.alpha, corr, refit_corr)
+    return iv.value, iv.ci_low, iv.ci_high
+
+
 def stage_evaluate(ctx: DatasetRun) -> None:
     """Simulator value and OPE on the held-out test split, for the objective and for every declared reward."""
     cfg, data, test, objective = ctx.cfg, ctx.data, ctx.split.test, ctx.objective
@@ -310,6 +353,11 @@ def stage_evaluate(ctx: DatasetRun) -> None:
     for r in data.reward_names:
         targets.setdefault(r, make_objective(r, data.action_ids))
     q_obj = objective.expected(ctx.pred_test, data.action_ids)
+    refit_preds = _refit_predictions(ctx)
+    q_obj_refits = None if refit_preds is None else np.stack([objective.expected(p, data.action_ids)
+                                                              for p in refit_preds[0]])
+    if data.n_positions > 1 and refit_preds is not None:  # the simulator values each row at its logged slot
+        q_obj_refits = np.stack([objective.expected(p, data.action_ids) for p in ctx.refits.predict(test)])
     sim_rows = []
     replay = (q_obj * logging_replay_probabilities(ctx)).sum(axis=1)
     if LOGGING not in ctx.probabilities:
@@ -317,13 +365,14 @@ def stage_evaluate(ctx: DatasetRun) -> None:
         sim_rows.append({"policy": LOGGING, "simulator_value": lo_m, "ci_low": lo_lo, "ci_high": lo_hi,
                          "top_action": "(as logged)", "top_action_share": float("nan")})
     for name, probs in ctx.probabilities.items():
-        m, lo, hi = mean_ci((probs * q_obj).sum(axis=1), cfg.eval.alpha, binary=False)
+        m, lo, hi = _simulator_interval(ctx, name, probs, q_obj, q_obj_refits)
         shares = probs.mean(axis=0)
         sim_rows.append({"policy": name, "simulator_value": m, "ci_low": lo, "ci_high": hi,
                          "top_action": str(data.action_ids[int(shares.argmax())]), "top_action_share": float(shares.max())})
     ctx.simulator = pd.DataFrame(sim_rows).set_index("policy")
     for target, obj in targets.items():
         q_hat = _q_hat(ctx, lambda pred, o=obj: o.expected(pred, data.action_ids))
+        q_hat_refits = _q_hat_refits(refit_preds, obj, data.action_ids)
         reward = obj.logged(test)
         evals = {}
         for name, probs in ctx.probabilities.items():
@@ -332,7 +381,7 @@ def stage_evaluate(ctx: DatasetRun) -> None:
                 reward=reward, action=test.action, pscore=test.pscore, position=test.position,
                 estimated_rewards=q_hat, recommended=ctx.recommended, settings=settings,
                 n_bootstrap=cfg.eval.n_bootstrap, alpha=cfg.eval.alpha, seed=cfg.seed,
-                identified=ctx.identified[name])
+                identified=ctx.identified[name], estimated_rewards_refits=q_hat_refits)
             if name in ctx.why_not_identified:
                 evals[name].notes.append(ctx.why_not_identified[name])
         ctx.reward_evaluations[target] = evals
@@ -432,7 +481,8 @@ def stage_budget(ctx: DatasetRun) -> None:
     q_test = ctx.objective.expected(ctx.pred_test, ctx.data.action_ids)
     ctx.run.add_metrics(f"{ctx.key}/budget", budget_section(
         ctx.run, ctx.key, q_test, ctx.data.action_ids.tolist().index(ctx.no_push), ctx.objective.logged(ctx.split.test),
-        ctx.split.test.action, ctx.split.test.pscore, ctx.objective.name, int(ctx.cfg.seed)))
+        ctx.split.test.action, ctx.split.test.pscore, ctx.objective.name, int(ctx.cfg.seed),
+        data_name=ctx.data.name, no_push_id=ctx.no_push))
 
 
 def stage_uplift(ctx: DatasetRun) -> None:
@@ -450,7 +500,7 @@ def stages_for(cfg: DictConfig, stop_after: str | None, has_no_push: bool) -> li
     """The stage names `pushrl run` (None), `fit` or `train` runs, in order."""
     if stop_after == "fit":
         return ["fit", "fidelity"]
-    names = ["fit", "fidelity", "train", "evaluate", "ship"]
+    names = ["fit", "refits", "fidelity", "train", "evaluate", "ship"]
     if stop_after == "train":
         return names + ["report"]
     names += ["export", "report", "abtest"]
@@ -461,7 +511,7 @@ def stages_for(cfg: DictConfig, stop_after: str | None, has_no_push: bool) -> li
     return names
 
 
-STAGE_FUNCTIONS = {"fit": stage_fit, "fidelity": stage_fidelity, "train": stage_train, "evaluate": stage_evaluate,
+STAGE_FUNCTIONS = {"fit": stage_fit, "refits": stage_refits, "fidelity": stage_fidelity, "train": stage_train, "evaluate": stage_evaluate,
                    "ship": stage_ship, "export": stage_export, "report": stage_report, "abtest": stage_abtest,
                    "sequential": stage_sequential, "budget": stage_budget, "uplift": stage_uplift}
 

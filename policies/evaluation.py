@@ -3,6 +3,11 @@
 This is what `pushrl evaluate` writes as `evaluation.json` and what `pushrl run`
 tabulates for every agent. The logging policy's own value is the mean logged
 reward (on-policy) with a bootstrap CI on the same resamples' seed.
+
+Given K bootstrap refits of the reward model (`estimated_rewards_refits`), every
+model-based estimator's CI also includes the refits' spread, and DM's CI is the
+hull of its own and the DR one, so that it also covers the model's bias
+(`pushrl.policies.ope.model_interval` has the formula and why).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from pushrl.policies.ope import (
     estimate_intervals,
     support_diagnostics,
 )
+from pushrl.policies.ope.model_interval import model_based_interval, with_model_variance
 
 ESTIMATOR_KEYS = tuple(ESTIMATORS)  # the order of evaluation.json's "estimates"
 
@@ -134,11 +140,14 @@ def evaluate_policy(
     seed: int = 0,
     tau: float = 0.01,
     identified: bool = True,
+    estimated_rewards_refits: np.ndarray | None = None,
 ) -> PolicyEvaluation:
     """All seven estimators with bootstrap CIs on the same resamples, plus support diagnostics.
 
     When `identified` is False (deterministic logging, see the regime check) only DM is
     computed and the IPS family is left out, with a note saying why.
+    estimated_rewards_refits (K, n, A, L), K >= 2: `estimated_rewards` of K bootstrap refits
+    of the reward model (`pushrl.envs.model_uncertainty`); None keeps the row-bootstrap CIs.
     """
     settings = settings or EstimatorSettings()
     estimators = settings.build()
@@ -153,6 +162,9 @@ def evaluate_policy(
     estimates = estimate_intervals({**estimators, LOGGING: OnPolicyMean()}, inputs, n_bootstrap=n_bootstrap,
                                    alpha=alpha, seed=seed)  # one pass: every estimator and the logging value
     logging = estimates.pop(LOGGING)
+    if estimated_rewards_refits is not None:
+        estimates = _with_model_uncertainty(estimates, estimators, inputs, estimated_rewards_refits, alpha)
+        notes.append(_refit_note(len(estimated_rewards_refits), "dr" in estimates))
     diag = support_diagnostics(inputs=inputs, tau=tau)  # the inputs validated once above
     # cold start: promotions with no logged row here cannot be valued by the IPS family
     logged_rows = np.bincount(np.asarray(action), minlength=action_dist.shape[1])
@@ -176,3 +188,34 @@ def evaluate_policy(
         unsupported_actions=unsupported.tolist(),
         unsupported_mass=unsupported_mass,
     )
+
+
+def _with_model_uncertainty(estimates: dict[str, Interval], estimators: dict[str, BaseEstimator], inputs: OPEInputs,
+                            refits: np.ndarray, alpha: float) -> dict[str, Interval]:
+    """Model-based estimators' CIs widened by K refits' values; DM's also spans the DR CI."""
+    q = np.asarray(refits, dtype=np.float64)
+    if q.ndim != 4 or q.shape[0] < 2 or q.shape[1:] != inputs.action_dist.shape:
+        raise ValueError(f"estimated_rewards_refits must be (K >= 2, n, A, L) = (K, {', '.join(map(str, inputs.action_dist.shape))}), "
+                         f"got shape {q.shape}")
+    model_based = [k for k, e in estimators.items() if "estimated_rewards_by_reg_model" in e.needs]
+    values = {k: np.empty(q.shape[0]) for k in model_based}
+    for j, q_j in enumerate(q):
+        refit = OPEInputs(inputs.action_dist, inputs.reward, inputs.action, inputs.pscore, inputs.position, q_j,
+                          inputs.n_actions)
+        for k in model_based:
+            values[k][j] = estimators[k].row_terms(refit).value()
+    out = dict(estimates)
+    for k in model_based:
+        if k != "dm":
+            out[k] = with_model_variance(estimates[k], values[k], alpha)
+    if "dm" in out:
+        out["dm"] = model_based_interval(estimates["dm"], values["dm"], alpha, corrected=out.get("dr"))
+    return out
+
+
+def _refit_note(n_refits: int, checked: bool) -> str:
+    if checked:
+        return (f"DM and DR-family CIs include {n_refits} bootstrap refits of the reward model; DM's also spans the "
+                "DR CI, which corrects the model's bias on the logged rows")
+    return (f"DM's CI includes {n_refits} bootstrap refits of the reward model (its variance) but not its bias, "
+            "which cannot be checked without randomised propensities (model-only)")
