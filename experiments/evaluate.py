@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from pushrl.envs.atomic import write_json
 from pushrl.envs.logged_data import LoggedData
