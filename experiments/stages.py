@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -30,6 +31,20 @@ def stage_estimate_propensities(data, cfg: DictConfig, run: RunFolder):
         write_reliability_png,
     )
 
+    from pushrl.envs.regime import classify_regime
+
+    regime = classify_regime(data)
+    if regime.regime == "deterministic":
+        # nothing to estimate: the logging policy picked one action per context (propensity 1); every other
+        # policy's effect is then not identified, which the run reports (DM and simulator only, model-based)
+        note = (f"propensities not estimated: logging is deterministic ({regime.evidence}), so each logged action "
+                "had probability 1 and no other policy's effect is identified from this log")
+        run.add_section(f"{cfg.data.name}: propensities", f"**{note[0].upper() + note[1:]}.** Every candidate below is "
+                        "valued by the response model only (DM and the simulator); none can ship.")
+        console.print(f"  {note}")
+        frame = data.frame.assign(propensity=1.0)
+        return dataclasses.replace(data, frame=frame, columns=dataclasses.replace(data.columns, has_propensity=True)
+                                   ).with_notes(note)
     pcfg = PropensityConfig(**OmegaConf.to_container(cfg.propensity_model, resolve=True), seed=int(cfg.seed))
     console.print(f"  estimating propensities (cross-fitted multinomial logit, {pcfg.n_folds} folds, "
                   f"calibration: {pcfg.calibration}) ...")

@@ -78,8 +78,9 @@ def test_business_rule_log_runs_end_to_end_and_ships_no_worse_than_logging(softm
     assert "logging (on-policy)" in report
 
 
-def test_deterministic_rule_log_ships_nothing_new_and_says_why(tmp_path):
-    out, run = _run(tmp_path, "rule")
+@pytest.mark.parametrize("propensity", ["propensity", "estimate"])
+def test_deterministic_rule_log_ships_nothing_new_and_says_why(tmp_path, propensity):
+    out, run = _run(tmp_path, "rule", f"data.propensity={propensity}")
     assert out.returncode == 0, out.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["synthetic/chosen"] == "logging"

@@ -23,7 +23,9 @@ FAST = {"progress": False}
 def synthetic():
     data, truth = generate_log(SyntheticConfig(n_rows=50_000, n_users=5_000, n_actions=10, n_positions=3, seed=3))
     split = split_log(data)
-    model = ResponseModel.fit(split.train, split.validation, ResponseModelConfig(**FAST))
+    # the default shop's outcomes nest (a conversion needs a click): declared, as a user with such a log would
+    model = ResponseModel.fit(split.train, split.validation,
+                              ResponseModelConfig(**FAST, reward_chain=("click", "conversion", "revenue")))
     return split, truth, model
 
 

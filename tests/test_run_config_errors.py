@@ -25,3 +25,13 @@ def test_bad_own_log_option_is_one_line_naming_the_key(tmp_path, override, fragm
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and fragment in lines[0] and "Traceback" not in out.stderr
     assert not (tmp_path / "synthetic" / "response_model").exists()  # refused before any model was fitted
+
+
+@pytest.mark.parametrize("kind, demos, on", [("file", None, False), ("obd", None, True), ("hillstrom", None, True),
+                                             ("synthetic", None, True), ("file", True, True), ("obd", False, False)])
+def test_demos_run_on_the_showcase_only_unless_asked(kind, demos, on):
+    from omegaconf import OmegaConf
+
+    from pushrl.experiments.stages import _demos_on
+
+    assert _demos_on(OmegaConf.create({"demos": demos, "data": {"kind": kind}})) is on
