@@ -74,8 +74,14 @@ def read_table_chunks(path: str | os.PathLike[str], chunksize: int = DEFAULT_CHU
 
 
 def load_catalogue(path: str | os.PathLike[str], id_column: str = "action", **csv_kwargs) -> Catalogue:
-    """Read a promotion catalogue (id column + feature columns)."""
+    """Read a promotion catalogue (id column + feature columns).
+
+    The id column is `id_column` (the log's action column name); a catalogue without that column but with
+    one named `action` uses that one.
+    """
     frame = pd.concat(list(read_table_chunks(path, **csv_kwargs)), ignore_index=True)
+    if id_column not in frame.columns and "action" in frame.columns:
+        id_column = "action"
     return Catalogue.from_frame(frame, id_column=id_column, source=str(path))
 
 
@@ -125,9 +131,9 @@ def load_log(
     name: str | None = None,
 ) -> LoggedData:
     """Load and validate a whole log (CSV or Parquet). Raises LoggedDataError."""
-    if isinstance(catalogue, (str, os.PathLike)):
-        catalogue = load_catalogue(catalogue)
     schema = schema or LogSchema()
+    if isinstance(catalogue, (str, os.PathLike)):
+        catalogue = load_catalogue(catalogue, id_column=schema.action)
     if catalogue is None:  # the ids come from the rows: read the file once, keep the raw chunks for validation
         pending = list(read_table_chunks(path, chunksize))
         catalogue = _collect_ids(pending, schema, str(path))

@@ -185,13 +185,18 @@ def _plot(curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], path: Pa
 
 
 def model_report(model: ResponseModel, split: Split, out_dir: str | Path, n_bins: int = 10, strategy: str = "equal_mass",
-                 baseline_l2: float | None = None, n_boot: int = 1000, seed: int = 0) -> ModelReport:
-    """Evaluate `model.predict_log` on `split.test` against baselines fitted on `split.train`.
+                 baseline_l2: float | None = None, n_boot: int = 1000, seed: int = 0,
+                 reward: str | None = None) -> ModelReport:
+    """Evaluate `model.predict_log` on `split.test` against baselines fitted on `split.train`, for one binary
+    `reward` (default: the model's first). The first reward writes `reliability.png` and `model_report.md`,
+    any other `reliability_<reward>.png` and `model_report_<reward>.md` (atomically) into `out_dir`.
 
     `baseline_l2` defaults to the model's own prior precision (`model.config.l2`).
-    Writes `reliability.png` and `model_report.md` (atomically) into `out_dir`.
     """
-    reward = model.reward_names[0]
+    first = reward is None or reward == model.reward_names[0]
+    reward = model.reward_names[0] if reward is None else reward
+    if reward not in model.reward_names:
+        raise ValueError(f"reward {reward!r} is not one of the model's rewards {list(model.reward_names)}")
     l2 = float(model.config.l2 if baseline_l2 is None else baseline_l2)
     clip = float(getattr(model.config, "context_clip", 5.0))
     test, train = split.test, split.train
@@ -230,10 +235,27 @@ def model_report(model: ResponseModel, split: Split, out_dir: str | Path, n_bins
         f"ll_minus_model: row log loss minus the model's; ci95: paired bootstrap ({n_boot} resamples, seed {seed})",
     )
     out = Path(out_dir)
-    plot = _plot(curves, out / "reliability.png", f"reliability on {test.name} ({strategy.replace('_', '-')})")
+    suffix = "" if first else f"_{reward}"
+    plot = _plot(curves, out / f"reliability{suffix}.png",
+                 f"{reward}: reliability on {test.name} ({strategy.replace('_', '-')})")
     report = ModelReport(table, plot, notes)
-    write_text(out / "model_report.md", report.to_markdown())
+    write_text(out / f"model_report{suffix}.md", report.to_markdown())
     return report
+
+
+def amount_report(model: ResponseModel, split: Split, reward: str) -> dict[str, float]:
+    """Held-out check of a non-negative amount (money) head: mean predicted vs observed, and the model's
+    Poisson deviance and RMSE against the training mean's (lower is better)."""
+    y, p = split.test.reward(reward), model.predict_log(split.test)[reward]
+    base = np.full(len(y), float(split.train.reward(reward).mean()))
+
+    def deviance(q: np.ndarray) -> float:
+        q = np.maximum(q, 1e-12)
+        return float(2 * np.mean(np.where(y > 0, y * np.log(np.maximum(y, 1e-300) / q), 0.0) - (y - q)))
+
+    return {"mean_observed": float(y.mean()), "mean_pred": float(p.mean()), "deviance": deviance(p),
+            "deviance_base": deviance(base), "rmse": float(np.sqrt(np.mean((p - y) ** 2))),
+            "rmse_base": float(np.sqrt(np.mean((base - y) ** 2)))}
 
 
 def main(argv: list[str] | None = None) -> None:

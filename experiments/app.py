@@ -90,7 +90,9 @@ def _missing_config_message(exc: MissingConfigException) -> str:
     options = [o for o in (exc.options or []) if not o.endswith("_schema")]  # ConfigStore schemas are not choices
     if not group or not options:
         return _first_line(exc)
-    return f"no config '{name}' in group '{group}' (override {group}={name}); choose one of: {', '.join(options)}"
+    hint = (f"; to optimise a reward of your log by its name, use objective.reward={name}" if group == "objective"
+            else "")
+    return f"no config '{name}' in group '{group}' (override {group}={name}); choose one of: {', '.join(options)}{hint}"
 
 
 def composition_message(exc: Exception) -> str | None:

@@ -99,7 +99,7 @@ def _describe_parser() -> _Parser:
                "column without a role is a context feature, unless --feature gives the allow-list or "
                "--exclude drops it.")
     parser.add_argument("path", help=f"a .csv/.parquet log, or an embedded dataset: {', '.join(DATASETS)}")
-    parser.add_argument("--catalogue", help="promotion catalogue file (id column 'action')")
+    parser.add_argument("--catalogue", help="promotion catalogue file (id column: the log's action column name, or 'action')")
     parser.add_argument("--action", default="action", help="promotion id column (default: action)")
     parser.add_argument("--propensity", default="propensity", help="propensity column (default: propensity)")
     parser.add_argument("--reward", action="append", metavar="COL",
@@ -191,7 +191,7 @@ def _describe(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tupl
         desc = describe_data(data)
     else:
         schema = _schema(args, _header(args.path))
-        catalogue = load_catalogue(args.catalogue) if args.catalogue else None
+        catalogue = load_catalogue(args.catalogue, id_column=args.action) if args.catalogue else None
         desc = describe_file(args.path, schema, catalogue, args.chunksize)
     no_push = _no_push_rows(desc, args.no_push_action) if args.no_push_action is not None else None
     if args.json:

@@ -28,7 +28,7 @@ from pushrl.agents.export_policies import export_policy
 from pushrl.envs.atomic import write_json, write_text
 from pushrl.envs.fidelity import mean_ci, replay_fidelity
 from pushrl.envs.logged_data import LoggedData
-from pushrl.envs.model_report import model_report
+from pushrl.envs.model_report import amount_report, model_report
 from pushrl.envs.model_uncertainty import fit_refits
 from pushrl.envs.objectives import Objective, make_objective, money_reward
 from pushrl.envs.response_model import ResponseModel, ResponseModelConfig
@@ -47,11 +47,14 @@ from pushrl.experiments.builders import estimator_settings, response_model_confi
 from pushrl.experiments.online_test import online_test_section
 from pushrl.experiments.outputs import RunFolder
 from pushrl.experiments.selection import selection_markdown, selection_study
+from pushrl.policies.degenerate import mean_tv_distance
 from pushrl.policies.evaluation import EstimatorSettings, PolicyEvaluation, evaluate_policy
 from pushrl.policies.ope.model_interval import held_out_correction, model_value_interval
 from pushrl.policies.policy import to_action_dist
 from pushrl.policies.ship import LOGGING, ShipDecision, decide, make_guardrails
 
+DUPLICATE_TV = 0.01
+"""Mean total-variation distance at or below which two policies count as the same one."""
 STAGES = ("fit", "refits", "fidelity", "train", "evaluate", "ship", "export", "report", "abtest", "sequential", "budget", "uplift")
 
 
@@ -83,6 +86,7 @@ class DatasetRun:
     model: ResponseModel | None = None
     refits: Any = None  # BootstrapRefits behind the model-based intervals (None: eval.model_refits=0)
     report: Any = None
+    reward_reports: dict[str, Any] = field(default_factory=dict)  # further rewards: ModelReport or amount metrics
     x_test: np.ndarray | None = None
     recent_test: np.ndarray | None = None
     pred_test: dict[str, np.ndarray] = field(default_factory=dict)
@@ -113,9 +117,18 @@ class DatasetRun:
 
     @property
     def best_learned(self) -> str | None:
+        """The learned agent with the best objective estimate; one that duplicates the shipped policy (mean total
+        variation distance <= 0.01 on the test rows) is passed over for the next one."""
         ranked = sorted(self.evaluations.values(), key=lambda e: _value(e, self.recommended), reverse=True)
-        return next((e.policy for e in ranked if e.policy in self.agents and self.agents[e.policy].kind != "baseline"),
-                    None)
+        chosen = self.probabilities.get(self.chosen)
+        for e in ranked:
+            if e.policy not in self.agents or self.agents[e.policy].kind == "baseline":
+                continue
+            if e.policy != self.chosen and chosen is not None and \
+                    mean_tv_distance(self.probabilities[e.policy], chosen) <= DUPLICATE_TV:
+                continue
+            return e.policy
+        return None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -200,6 +213,14 @@ def stage_fit(ctx: DatasetRun) -> None:
     ctx.model = fit_or_resume(response_model_config(cfg), ctx.split, ctx.out_dir / "response_model", ctx.say)
     ctx.report = model_report(ctx.model, ctx.split, ctx.out_dir, seed=cfg.seed)
     ctx.run.add_metrics(f"{ctx.key}/model", ctx.report.table.to_dict(orient="index"))
+    for r, kind in list(ctx.model.reward_kinds.items())[1:]:  # every further declared reward gets its check too
+        if kind == "binary":
+            rep = model_report(ctx.model, ctx.split, ctx.out_dir, seed=cfg.seed, reward=r)
+            ctx.reward_reports[r] = rep
+            ctx.run.add_metrics(f"{ctx.key}/model_rewards/{r}", rep.table.to_dict(orient="index"))
+        else:
+            ctx.reward_reports[r] = amount_report(ctx.model, ctx.split, r)
+            ctx.run.add_metrics(f"{ctx.key}/model_rewards/{r}", ctx.reward_reports[r])
     ctx.x_test, ctx.recent_test = ctx.model.encode(ctx.split.test)
     ctx.pred_test = ctx.model.predict(ctx.x_test, ctx.recent_test, ctx.split.test.position)
 
@@ -439,7 +460,8 @@ def stage_report(ctx: DatasetRun) -> None:
                     for r, evals in ctx.reward_evaluations.items() if r != ctx.objective.name},
         "identified": dict(ctx.identified)})
     report_sections.ship_section(ctx)
-    report_sections.model_and_fidelity_sections(ctx.run, ctx.key, ctx.report, ctx.fidelity, cold_start_note(ctx.model))
+    report_sections.model_and_fidelity_sections(ctx.run, ctx.key, ctx.report, ctx.fidelity, cold_start_note(ctx.model),
+                                                ctx.reward_reports)
     if ctx.has_curves:
         report_sections.learning_curves_section(ctx.run, ctx.key)
 
@@ -533,7 +555,8 @@ def run_dataset(cfg: DictConfig, data: LoggedData, split: Split, default_objecti
     for name in stages_for(cfg, stop_after, ctx.no_push is not None):
         STAGE_FUNCTIONS[name](ctx)
     if stop_after == "fit":
-        report_sections.model_and_fidelity_sections(run, key, ctx.report, ctx.fidelity, cold_start_note(ctx.model))
+        report_sections.model_and_fidelity_sections(run, key, ctx.report, ctx.fidelity, cold_start_note(ctx.model),
+                                                    ctx.reward_reports)
         return None
     return DatasetResult(key, ctx.objective.name, ctx.chosen, ctx.evaluations, ctx.simulator)
 

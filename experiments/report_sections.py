@@ -38,7 +38,7 @@ def ship_section(ctx: DatasetRun) -> None:
     if "candidate_artifact" in ctx.artifacts:
         md.append(f"Best learned candidate (not shipped; try it in shadow mode or an A/B test): "
                   f"`{ctx.artifacts['candidate_artifact']}`.")
-    md.append("")
+    md += ["", *shipping_cautions(ctx)]
     unidentified = [n for n, ok in ctx.identified.items() if not ok]
     if unidentified:
         why = next(iter(ctx.why_not_identified.values()))
@@ -78,6 +78,29 @@ def ship_section(ctx: DatasetRun) -> None:
     ctx.run.add_section(f"{key}: which policy to ship", "\n".join(md))
 
 
+def shipping_cautions(ctx: DatasetRun) -> list[str]:
+    """What shipping the chosen policy gives up: exploration for the next OPE round, the no-push holdout."""
+    probs = ctx.probabilities.get(ctx.chosen)
+    if ctx.chosen == LOGGING or probs is None:
+        return []
+    out = []
+    shares = probs.mean(axis=0)
+    top = int(shares.argmax())
+    if shares[top] >= 0.99:
+        out.append(f"- `{ctx.chosen}` pushes `{ctx.data.action_ids[top]}` to {shares[top]:.1%} of users.")
+    if float((probs.max(axis=1) >= 0.999).mean()) > 0.99:
+        out.append(f"- `{ctx.chosen}` is deterministic (propensity 1): the log it writes cannot evaluate any other "
+                   "policy next round. Keep some exploration (serve an epsilon-greedy or softmax candidate, or a "
+                   "random holdout share) or run candidates in shadow mode beside it.")
+    if ctx.no_push is not None:
+        k = ctx.data.action_ids.tolist().index(ctx.no_push)
+        logged = float((ctx.split.test.action == k).mean())
+        if logged > 0 and shares[k] < 0.01:
+            out.append(f"- It (almost) never chooses `{ctx.no_push}`, which the log sent to {logged:.1%} of users: the "
+                       "holdout that measures uplift over sending nothing is gone unless you keep one beside it.")
+    return out + ([""] if out else [])
+
+
 def degenerate_notes(ctx: DatasetRun) -> dict[str, str]:
     """Candidates that collapsed onto one action or duplicate a baseline (pushrl.policies.degenerate)."""
     from pushrl.experiments.agents import BASELINES
@@ -95,7 +118,8 @@ def _guardrail_note(decision, name: str) -> str:
     return f"breaks guardrail {', '.join(broken)}" if broken else "within guardrails"
 
 
-def model_and_fidelity_sections(run: RunFolder, key: str, report, fid: pd.DataFrame, cold_start: list[str]) -> None:
+def model_and_fidelity_sections(run: RunFolder, key: str, report, fid: pd.DataFrame, cold_start: list[str],
+                                reward_reports: dict | None = None) -> None:
     """The report's simulator-fidelity and response-model sections (every command that fits a model)."""
     fid_md = ["| scope | rows | logged [95% CI] | simulated | inside CI |", "|---|---|---|---|---|"]
     for r in fid.to_dict("records"):
@@ -104,6 +128,14 @@ def model_and_fidelity_sections(run: RunFolder, key: str, report, fid: pd.DataFr
     fid_md += ["", f"![fidelity]({key}/fidelity.png)"]
     run.add_section(f"{key}: simulator fidelity (logging policy replayed on held-out rows)", "\n".join(fid_md))
     model_md = [report.to_markdown(), "", f"![calibration]({key}/reliability.png)", *cold_start]
+    for reward, rep in (reward_reports or {}).items():
+        if isinstance(rep, dict):  # an amount: mean, deviance and RMSE against the training mean
+            model_md += ["", f"**{reward}** (amount, log link): mean predicted {fmt(rep['mean_pred'])} vs observed "
+                         f"{fmt(rep['mean_observed'])}; Poisson deviance {fmt(rep['deviance'])} (training mean: "
+                         f"{fmt(rep['deviance_base'])}); RMSE {fmt(rep['rmse'])} ({fmt(rep['rmse_base'])})."]
+        else:
+            model_md += ["", f"**{reward}**:", "", rep.to_markdown(), "",
+                         f"![calibration of {reward}]({key}/reliability_{reward}.png)"]
     run.add_section(f"{key}: response model (held-out test split)", "\n".join(model_md))
 
 

@@ -12,7 +12,7 @@ from rich.console import Console
 from pushrl.envs.atomic import write_json, write_text
 from pushrl.envs.describe import describe_data
 from pushrl.envs.leakage import check_leakage
-from pushrl.envs.split import split_log
+from pushrl.envs.split import split_indices, split_log
 from pushrl.experiments.data import ESTIMATE, load_data
 from pushrl.experiments.outputs import RunFolder
 
@@ -65,13 +65,14 @@ def stage_data(cfg: DictConfig, run: RunFolder):
     """Load, validate, describe and split the configured log."""
     console.print(f"[bold]data[/bold]: loading {cfg.data.name} ...")
     data, truth = load_data(cfg.data)
+    # before any model sees the features: a feature that nearly determines a reward is refused, naming it
+    check_leakage(data, rows=split_indices(data, tuple(cfg.split.fractions), seed=cfg.split.seed)[0])
     if cfg.data.propensity == ESTIMATE:
         data = stage_estimate_propensities(data, cfg, run)
     desc = describe_data(data)
     write_json(run.path("data", "description.json"), desc.to_dict(), default=str)
     write_text(run.path("data", "description.txt"), desc.to_text() + "\n")
     split = split_log(data, tuple(cfg.split.fractions), seed=cfg.split.seed)
-    check_leakage(split.train)  # a feature that nearly determines a reward is refused, naming it
     sizes = {"train": split.train.n_rounds, "validation": split.validation.n_rounds, "test": split.test.n_rounds}
     run.add_metrics(f"{cfg.data.name}/data", {"rows": data.n_rounds, "actions": data.n_actions, "positions": data.n_positions,
                              "split": sizes, "rewards": desc.rewards, "ess": desc.ess})
