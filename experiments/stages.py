@@ -30,7 +30,6 @@ def stage_estimate_propensities(data, cfg: DictConfig, run: RunFolder):
         estimate_propensities,
         write_reliability_png,
     )
-
     from pushrl.envs.regime import classify_regime
 
     regime = classify_regime(data)
