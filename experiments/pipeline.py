@@ -355,7 +355,8 @@ def _simulator_interval(ctx: DatasetRun, name: str, probs: np.ndarray, q_obj: np
     refit_corr = np.stack([held_out_correction(probs, reward, test.action, test.pscore, q[idx, test.action])
                            for q in q_refits]) if checked else None
     iv = model_value_interval(rows, np.sum(probs[None] * q_refits, axis=2), ctx.cfg.eval.alpha, corr, refit_corr)
-    return iv.value, iv.ci_low, iv.ci_high
+    low = max(iv.ci_low, 0.0) if ctx.objective.is_plain else iv.ci_low  # a plain reward's value is >= 0
+    return iv.value, low, iv.ci_high
 
 
 def stage_evaluate(ctx: DatasetRun) -> None:
