@@ -419,6 +419,8 @@ def _qini(cfg, test: LoggedData, arms: Arms, score_policies: dict[str, Policy], 
     rows, curves = [], {}
 
     def add(r: str, label: str, score: np.ndarray, outcome: np.ndarray) -> None:
+        if np.ptp(score) == 0:  # e.g. per-action models that kept their base rates: it ranks nobody
+            label += " (constant score: no targeting signal, Qini 0 by construction)"
         c = qini_curve(score, treated, outcome, weight)
         coefs = [qini_curve(score[b], treated[b], outcome[b], None if weight is None else weight[b]).coefficient
                  for b in boot]
