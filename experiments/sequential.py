@@ -184,7 +184,8 @@ def build_world(cfg: SequentialConfig, model: ResponseFunction, pool_contexts: n
     mode = probe.fatigue_mode
     notes.append("fatigue: the response model reacts to recent pushes itself" if mode == "response" else
                  f"fatigue: the response model ignores recent pushes, so a push's expected outcomes are multiplied by "
-                 f"{cfg.fatigue_factor:g}^(pushes in the last {cfg.fatigue_window} days)")
+                 f"{cfg.fatigue_factor:g}^(pushes in the last {cfg.fatigue_window} days): an assumption "
+                 "(`sequential.fatigue_factor`), not learned from this log")
     costs = bool(probe.action_costs[probe.promotion_index].any())
     return World(shop, config, cfg.horizon, unit, notes, no_push_baseline, label, probe.outcomes, probe.response_reward,
                  costs)
@@ -536,7 +537,8 @@ def _sections(run: RunFolder, key: str, cfg: SequentialConfig, world: World, tab
     md.append(f"Costs are in *average pushes* (1 = the mean expected {obj} of a rested push before push costs = "
               f"{world.unit:.4g}): an unsubscribe costs {cfg.unsubscribe_cost:g} ({c.unsubscribe_penalty:.4g}), a push "
               f"{cfg.push_cost:g} ({c.push_cost:.4g}){besides}, λ = {cfg.diversity_weight:g} ({c.diversity_weight:.4g}) "
-              f"x category novelty. Churn: P(unsubscribe | push) = sigmoid({c.churn_logit:g} + {c.churn_slope:g} x "
+              f"x category novelty. Churn, assumed (`sequential.churn_logit`, `churn_slope`), not learned from this log: "
+              f"P(unsubscribe | push) = sigmoid({c.churn_logit:g} + {c.churn_slope:g} x "
               f"pushes in the last {c.fatigue_window} days); frequency cap: "
               + (f"{c.frequency_cap} per {c.cap_window} days." if c.frequency_cap else "none (spacing is the agents' call)."))
     md += [f"- {n}" for n in world.notes]
