@@ -65,6 +65,18 @@ class Objective:
         """One reward, weight 1, no push costs: the objective is that reward itself."""
         return self.terms == {self.reward: 1.0} and not any(self.costs.values())
 
+    def describe(self) -> str:
+        """The objective as a formula, e.g. "0.3 x spend - 0.1 per push (free: No E-Mail)"."""
+        if self.is_plain:
+            return self.reward
+        value = " + ".join(f"{w:g} x {r}" for r, w in self.terms.items())
+        costs = sorted({float(v) for v in self.costs.values()} - {0.0})
+        free = [str(a) for a, v in self.costs.items() if v == 0]
+        if not costs:
+            return value
+        cost = f"{costs[0]:g} per push" if len(costs) == 1 else "a cost per push by action"
+        return f"{value} - {cost}" + (f" (free: {', '.join(free)})" if free else "")
+
     def cost_vector(self, action_ids: np.ndarray) -> np.ndarray:
         """(n_actions,) cost of pushing each action."""
         unknown = set(self.costs) - set(action_ids.tolist())

@@ -49,7 +49,8 @@ class LogSchema:
         timestamp, user_id, position: optional columns (None: never used).
         numeric_features, categorical_features: context columns; None infers from
             the remaining columns (numbers are numeric, anything else categorical).
-            With `features` given they only fix the type of the columns listed.
+            With `features` given, or with only `categorical_features` given, they only fix
+            the type of the columns listed (e.g. integer-coded store ids as categories).
         features: allow-list of context columns (None: every column without a role,
             as above); each must be a column of the file.
         exclude: columns to ignore entirely; each must be a column of the file.

@@ -80,7 +80,7 @@ def resolve_features(frame: pd.DataFrame, schema: LogSchema, source: str) -> Res
     declared_cat = schema.categorical_features
     if schema.features is not None:
         chosen = list(schema.features)
-    elif declared_num is None and declared_cat is None:
+    elif declared_num is None:  # every column without a role; declared categorical ones are forced categorical
         taken = set(schema.role_columns)
         chosen = [c for c in cols if c not in taken]
     else:
@@ -238,10 +238,14 @@ def validate_chunk(
 
     # features
     for c in resolved.numeric_features:
-        out[c] = _numeric(frame[c], c, source, offset, "a finite number")
+        out[c] = _numeric(frame[c], c, source, offset,
+                          f"a finite number; nothing is filled in silently: fill the gaps in the file (e.g. -1 and a 0/1 "
+                          f"'{c}_missing' column) or drop the column with data.exclude=[{c}]")
     for c in resolved.categorical_features:
         values = frame[c]
-        _check(values.isna().to_numpy(), "missing category", c, "a category in every row", source, offset)
+        _check(values.isna().to_numpy(), "missing category", c,
+               f"a category in every row; fill the gaps in the file (e.g. 'unknown') or drop the column with "
+               f"data.exclude=[{c}]", source, offset)
         out[c] = values.astype(str).to_numpy(dtype=object)
 
     result = pd.DataFrame(out)

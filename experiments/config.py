@@ -36,6 +36,7 @@ class DataConfig:
     n_positions: int | None = None
     features: list[str] | None = None  # allow-list of context columns (None: every column without a role)
     exclude: list[str] = field(default_factory=list)  # columns to ignore entirely
+    categorical: list[str] = field(default_factory=list)  # columns read as categories (e.g. integer store ids)
     reward_chain: list[str] = field(default_factory=list)  # e.g. [click, conversion]: each modelled given the one before
     no_push_action: str | None = None  # the action id that means "push nothing" (Hillstrom: "No E-Mail")
     default_objective: str = "click"  # what `objective=auto` optimises on this log

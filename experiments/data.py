@@ -48,6 +48,7 @@ def load_data(cfg) -> tuple[LoggedData, SyntheticTruth | None]:
             user_id=cfg.user_id,
             position=cfg.position,
             features=None if cfg.features is None else tuple(cfg.features),
+            categorical_features=tuple(cfg.categorical) or None,
             exclude=tuple(cfg.exclude),
         )
         return load_log(cfg.path, schema=schema, catalogue=cfg.catalogue, n_positions=cfg.n_positions, name=cfg.name), None

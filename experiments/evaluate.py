@@ -163,6 +163,9 @@ def evaluate_command(cfg: DictConfig, data: LoggedData, run: RunFolder, objectiv
                 f"recommended estimator: **{ev.recommended}**; ESS {d.effective_sample_size:,.0f} of {ev.n_rounds:,}; "
                 f"max weight {d.max_weight:.3g}; low-support mass {d.low_support_mass:.3g}."]
     rows_md += [f"- {n}" for n in ev.notes]
+    rows_md.append("- DM, DR and their variants use a cross-fitted mean reward per action and slot as reward model "
+                   "(`eval.reward_model=mean`); `pushrl run` uses its learned response model, so their values can "
+                   "differ between the two commands while IPS and SNIPS agree exactly.")
     rows_md += ["", "![importance weights](weights.png)"]
     run.add_section(f"OPE of `{name}` on {data.name} ({cfg.eval.split} split, {ev.n_rounds:,} rows)", "\n".join(rows_md))
     return ev, path

@@ -106,6 +106,7 @@ class DatasetRun:
     simulator: pd.DataFrame | None = None
     decision: ShipDecision | None = None
     artifacts: dict[str, Path] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # lines the ship section states (what was skipped and why)
 
     @property
     def out_dir(self) -> Path:
@@ -290,8 +291,16 @@ def stage_train(ctx: DatasetRun) -> None:
     if ctx.uniform_logging is None:
         # the logging policy is not context-free here: it is valued on-policy from the log, not replayed
         specs.pop(LOGGING, None)
-    ctx.say(f"[bold]{ctx.key}[/bold]: training {len(specs)} agents (objective: {objective.name}) ...")
     z_actions, ctx.catalogue_spec = catalogue_features(model, data.catalogue)
+    if z_actions.shape[1] < 2:  # no promotion features: the shared-feature bandits have nothing to score with
+        skipped = [n for n in specs if n in SHARED]
+        for n in skipped:
+            specs.pop(n)
+        if skipped:
+            ctx.notes.append(f"{', '.join(skipped)} skipped: they score promotions from catalogue features, and this "
+                             "log has no catalogue with features (give one with data.catalogue=<file>)")
+            ctx.say(f"  {ctx.notes[-1]}")
+    ctx.say(f"[bold]{ctx.key}[/bold]: training {len(specs)} agents (objective: {objective.name}) ...")
     uniform = np.full(data.n_actions, 1.0 / data.n_actions)
     ctx.agents = train_agents(
         specs, n_actions=data.n_actions, train_features=f_train, train_action=split.train.action,

@@ -38,7 +38,7 @@ def ship_section(ctx: DatasetRun) -> None:
     if "candidate_artifact" in ctx.artifacts:
         md.append(f"Best learned candidate (not shipped; try it in shadow mode or an A/B test): "
                   f"`{ctx.artifacts['candidate_artifact']}`.")
-    md += ["", *shipping_cautions(ctx)]
+    md += ["", *shipping_cautions(ctx), *(f"- {n}" for n in ctx.notes), *([""] if ctx.notes else [])]
     unidentified = [n for n, ok in ctx.identified.items() if not ok]
     if unidentified:
         why = next(iter(ctx.why_not_identified.values()))
@@ -71,8 +71,12 @@ def ship_section(ctx: DatasetRun) -> None:
                   f"{e.lift(rec) if rec in e.estimates else float('nan'):+.1%} | " + "".join(f"{c} | " for c in cells)
                   + f"{e.diagnostics.effective_sample_size:,.0f} | {s.top_action} ({s.top_action_share:.0%}) | {note} |")
     lv = logging_eval.logging
+    interval = (" The simulator's and DM's intervals include the response model's own uncertainty (bootstrap refits) "
+                "and, where the effect is identified, its held-out bias check: they span the DR interval too."
+                if ctx.refits is not None else "")
     md += ["", f"Logging policy's on-policy value on the test split: {_ci(lv)} ({ctx.split.test.n_rounds:,} rows, "
-           f"objective `{ctx.objective.name}`). Every declared reward is shown beside the objective; "
+           f"objective `{ctx.objective.name}` = {ctx.objective.describe()}).{interval} Every declared reward is shown "
+           "beside the objective; "
            f"`objective.guardrails` bounds how far any of them may fall. All seven estimators per policy and reward: "
            f"`{key}/ope.csv`; one `evaluation.json` per policy in `{key}/evaluations/`.", "", f"![OPE]({key}/ope.png)"]
     ctx.run.add_section(f"{key}: which policy to ship", "\n".join(md))
@@ -115,7 +119,7 @@ def _guardrail_note(decision, name: str) -> str:
     if v is None or not v.guardrails:
         return ""
     broken = [g for g, ok in v.guardrails.items() if not ok]
-    return f"breaks guardrail {', '.join(broken)}" if broken else "within guardrails"
+    return f"guardrail {', '.join(broken)} not shown to hold" if broken else "within guardrails"
 
 
 def model_and_fidelity_sections(run: RunFolder, key: str, report, fid: pd.DataFrame, cold_start: list[str],

@@ -71,7 +71,9 @@ class Verdict:
             return (f"its {estimator} 95% CI lower bound ({self.ci_low:.5g}) is not above the logging policy's "
                     f"value ({logging_value:.5g})")
         failed = [g for g, ok in self.guardrails.items() if not ok]
-        return f"it breaks the guardrail(s) {failed}" if failed else ""
+        return (f"its guardrail(s) {failed} are not shown to hold (their CI lower bound is more than the margin below "
+                f"the logging policy; with a wide CI that means not demonstrated, not necessarily a loss)"
+                if failed else "")
 
 
 @dataclass(frozen=True)

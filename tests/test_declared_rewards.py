@@ -99,3 +99,12 @@ def test_weighted_and_profit_objectives_against_brute_force():
     assert make_objective("bought", ids).is_plain
     with pytest.raises(ValueError, match="needs objective.weights"):
         make_objective("weighted", ids)
+
+
+def test_objective_describes_itself():
+    ids = np.array(["a", "b", "none"])
+    assert make_objective("bought", ids).describe() == "bought"
+    profit = make_objective("profit", ids, margin=0.3, push_cost=0.1, no_push_action="none", money="basket")
+    assert profit.describe() == "0.3 x basket - 0.1 per push (free: none)"
+    weighted = make_objective("weighted", ids, push_cost=0.0, weights={"bought": 1.0, "basket": 0.01})
+    assert weighted.describe() == "1 x bought + 0.01 x basket"

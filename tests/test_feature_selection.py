@@ -145,3 +145,18 @@ def test_describe_names_the_features(log_files):
     desc = describe_file(log_files["csv"], _schema(features=("u2", "segment")), load_catalogue(log_files["catalogue"]))
     assert "features (model inputs; choose them with data.features / data.exclude): 1 numeric (u2), " \
            "1 categorical (segment)" in desc.to_text()
+
+
+def test_declared_categorical_columns_are_categories_and_the_rest_is_inferred():
+    import pandas as pd
+
+    from pushrl.envs.logged_data import LoggedData
+    from pushrl.envs.schema import LogSchema
+
+    frame = pd.DataFrame({"action": [0, 1, 0, 1], "click": [0, 1, 0, 0], "store_id": [3, 7, 3, 12],
+                          "age": [20.0, 31.0, 45.0, 52.0], "city": ["a", "b", "a", "c"]})
+    schema = LogSchema(propensity=None, timestamp=None, user_id=None, position=None, optional_rewards=(),
+                       categorical_features=("store_id",))
+    data = LoggedData.from_frame(frame, schema=schema)
+    assert data.columns.numeric_features == ("age",)
+    assert set(data.columns.categorical_features) == {"store_id", "city"}
