@@ -25,7 +25,7 @@ from pushrl.policies.serving.runtime import PolicyRuntime
 SHOP = dict(n_rows=20_000, n_users=3_000, n_actions=11, no_push=True, organic_conversion=0.1,
             readable_promotions=True)
 FAST = ["experiment=smoke", "data.reward_chain=[]", "data.no_push_action=no_push", "objective=conversion",
-        "model.epochs=10", "train.online_rounds=5000", "eval.n_bootstrap=100"]
+        "model.epochs=10", "train.online_rounds=5000", "eval.n_bootstrap=2000"]
 
 
 def _run(tmp_path, logging: str, *extra: str):
@@ -88,3 +88,37 @@ def test_deterministic_rule_log_ships_nothing_new_and_says_why(tmp_path, propens
     report = (run / "report.md").read_text()
     assert "Not identified" in report and "model-only" in report and "keep the logging policy" in report
     assert not (run / "synthetic/artifact").exists()
+
+
+def test_run_intervals_cover_the_true_values(softmax_run):
+    """Item 7 at the run level: DM's and the simulator's 95% intervals, as the run reports them, cover the true value
+    of at least 90% of the run's own policies (their served probabilities), on this one shop.
+
+    The recommended estimator's misses are correlated within one test split (every policy shares its rows), so
+    its >= 90% bar is asserted pooled over shops in tests/test_model_uncertainty.py; here it must still cover
+    most policies (on this shop SNIPS misses at most the one or two best, whose truth sits just above the CI)."""
+    import pandas as pd
+
+    from pushrl.agents.export_policies import served_policy
+    from pushrl.envs.response_model import ResponseModel
+    from pushrl.experiments.agents import load_agent, with_intercept
+
+    out, run = softmax_run
+    assert out.returncode == 0, out.stderr[-3000:]
+    folder = run / "synthetic"
+    data, truth = generate_log(SyntheticConfig(**SHOP, logging="business_rule", seed=0))
+    rows = split_indices(data, (0.7, 0.15, 0.15), seed=0)[2]
+    x, _ = ResponseModel.load(folder / "response_model").encode(data.subset(rows))
+    simulator = pd.read_csv(folder / "simulator.csv", index_col=0)
+    covered = {"dm": [], "recommended": [], "simulator": []}
+    for name in json.loads((folder / "agents" / "agents.json").read_text())["agents"]:
+        probs = served_policy(load_agent(folder / "agents", name)).action_probabilities(with_intercept(x))
+        true = _true_value(truth, data, rows, probs)
+        ev = json.loads((folder / "evaluations" / f"{name}.json").read_text())
+        for kind, iv in (("dm", ev["estimates"]["dm"]), ("recommended", ev["estimates"][ev["recommended_estimator"]]),
+                         ("simulator", simulator.loc[name])):
+            covered[kind].append(iv["ci_low"] <= true <= iv["ci_high"])
+    assert len(covered["dm"]) >= 6
+    for kind in ("dm", "simulator"):
+        assert np.mean(covered[kind]) >= 0.9, (kind, covered[kind])
+    assert np.mean(covered["recommended"]) >= 0.7, covered["recommended"]
