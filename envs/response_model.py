@@ -56,6 +56,9 @@ from pushrl.envs.schema import BINARY_REWARDS
 
 FORMAT_VERSION = 1
 CHUNK = 262_144
+STRUCTURAL_ZERO_EVENTS = 20.0
+"""An action whose training rows would hold this many events of a reward at the log's overall rate, yet hold
+none, has that outcome structurally zero (e.g. an open without a message sent): P(no event) ~ e^-20 otherwise."""
 
 
 @dataclass(frozen=True)
@@ -308,6 +311,17 @@ class ResponseModel:
         self.n_positions = n_positions
         self.config = config
         self.history: dict[str, list[dict[str, float]]] = {}
+        self.structural_zeros: dict[str, list[int]] = {}  # reward -> action indices predicted exactly 0
+        self._keep: dict[str, torch.Tensor] = {}
+
+    def set_structural_zeros(self, zeros: dict[str, list[int]]) -> None:
+        """Outcomes that cannot happen for some actions (see STRUCTURAL_ZERO_EVENTS): predicted exactly 0."""
+        self.structural_zeros = {r: sorted(int(a) for a in idx) for r, idx in zeros.items() if len(idx)}
+        self._keep = {}
+        for r, idx in self.structural_zeros.items():
+            keep = torch.ones(self.n_actions)
+            keep[idx] = 0.0
+            self._keep[r] = keep
 
     # ResponseFunction ------------------------------------------------------------------
     @property
@@ -334,7 +348,8 @@ class ResponseModel:
             "reward_chain": [list(c) for c in self.chain],
             "n_positions": self.n_positions,
             "recent_pushes_column": self.config.recent_pushes_column,
-        })
+        } | ({"structural_zeros": {r: [self.catalogue_ids[a] for a in idx] for r, idx in self.structural_zeros.items()}}
+             if self.structural_zeros else {}))
 
     def _inputs(self, contexts: np.ndarray, recent_pushes: np.ndarray, position: np.ndarray) -> tuple[torch.Tensor, ...]:
         x = np.asarray(contexts, dtype=np.float32)
@@ -359,6 +374,8 @@ class ResponseModel:
             head, net = self.net.heads[r], self.net
             eta = head.all_actions(x, p, h, net.z, net.seen) if a is None else head.rows(x, p, h, a, net.z, net.seen)
             m = head.mean(eta) * net.scales[i]
+            if r in self._keep:  # structurally impossible outcomes of some actions
+                m = m * (self._keep[r][None, :] if a is None else self._keep[r][a])
             out[r] = m if (prev is None or conditional) else out[prev] * m
         return out
 
@@ -423,6 +440,9 @@ class ResponseModel:
             net.seen = torch.where(known, net.seen[src_t], 0.0)
         model = ResponseModel(net, self.encoder, self.catalogue_encoder, ids, self.chain, self.n_positions, self.config)
         model.history = self.history
+        # known ids keep their structural zeros; a new promotion has none (nothing was logged for it)
+        model.set_structural_zeros({r: [k for k, old_k in enumerate(src.tolist()) if old_k in set(idx)]
+                                    for r, idx in self.structural_zeros.items()})
         return model
 
     # fitting -------------------------------------------------------------------------------
@@ -466,9 +486,11 @@ class ResponseModel:
             scales.append(scale)
         net = _Net(heads, z, seen, h_scale, scales)
         model = cls(net, encoder, cat_encoder, _json(cat.ids.tolist()), chain, train.n_positions, config)
+        model.set_structural_zeros(_structural_zeros(tr, chain, cat.n_actions))
         rngs = [np.random.default_rng(s) for s in ss.spawn(len(chain))]
         for i, (r, prev, _) in enumerate(chain):
-            model.history[r] = _train_head(net, r, prev, scales[i], tr, va, config, rngs[i])
+            model.history[r] = _train_head(net, r, prev, scales[i], tr, va, config, rngs[i],
+                                           skip_actions=model.structural_zeros.get(r, []))
         net.eval()
         return model
 
@@ -508,7 +530,24 @@ class ResponseModel:
             net.load_state_dict(state)
         except RuntimeError as err:
             raise ValueError(f"{folder}/model.pt does not match its schema.json: {err}") from err
-        return cls(net, encoder, cat_encoder, schema["catalogue_ids"], chain, schema["n_positions"], config)
+        model = cls(net, encoder, cat_encoder, schema["catalogue_ids"], chain, schema["n_positions"], config)
+        index = {json.dumps(i): k for k, i in enumerate(schema["catalogue_ids"])}
+        model.set_structural_zeros({r: [index[json.dumps(i)] for i in ids]
+                                    for r, ids in schema.get("structural_zeros", {}).items()})
+        return model
+
+
+def _structural_zeros(rows: _Rows, chain: list[tuple[str, str | None, str]], n_actions: int) -> dict[str, list[int]]:
+    """{reward: actions with no event on training rows where the overall rate predicts >= STRUCTURAL_ZERO_EVENTS}."""
+    a = rows.a.numpy()
+    n_a = np.bincount(a, minlength=n_actions)[:n_actions].astype(np.float64)
+    out = {}
+    for r, _, _ in chain:
+        event = rows.y[r].numpy() > 0
+        rate = float(event.mean()) if len(event) else 0.0
+        pos = np.bincount(a[event], minlength=n_actions)[:n_actions]
+        out[r] = np.flatnonzero((pos == 0) & (n_a * rate >= STRUCTURAL_ZERO_EVENTS)).tolist()
+    return out
 
 
 def _encode(data: LoggedData, encoder: ContextEncoder, recent: str | None) -> tuple[np.ndarray, np.ndarray]:
@@ -551,13 +590,19 @@ def _row_losses(net: _Net, head: _Head, rows: _Rows, idx: torch.Tensor, target: 
 
 
 def _train_head(net: _Net, target: str, prev: str | None, scale: float, tr: _Rows, va: _Rows | None,
-                config: ResponseModelConfig, rng: np.random.Generator) -> list[dict[str, float]]:
+                config: ResponseModelConfig, rng: np.random.Generator, skip_actions: list[int] | None = None) -> list[dict[str, float]]:
     """Mini-batch Adam on the MAP objective; noise-aware early stopping (epoch 0 is a candidate)."""
     head = net.heads[target]
     head.train()
 
+    skip = torch.as_tensor(list(skip_actions or []), dtype=torch.int64)
+
     def subset(rows: _Rows) -> torch.Tensor:
+        """The rows this head learns from: all (or where the previous reward of its chain is positive), less the
+        actions whose outcome is structurally zero (predicted 0, whatever the head says)."""
         keep = torch.ones(len(rows.a), dtype=torch.bool) if prev is None else rows.y[prev] > 0
+        if len(skip):
+            keep &= ~torch.isin(rows.a, skip)
         return torch.nonzero(keep).flatten()
 
     tr_idx = subset(tr)

@@ -108,3 +108,23 @@ def test_objective_describes_itself():
     assert profit.describe() == "0.3 x basket - 0.1 per push (free: none)"
     weighted = make_objective("weighted", ids, push_cost=0.0, weights={"bought": 1.0, "basket": 0.01})
     assert weighted.describe() == "1 x bought + 0.01 x basket"
+
+
+def test_an_impossible_outcome_is_predicted_zero_and_survives_save_and_load(tmp_path):
+    """The no-push arm never gets an open (no message was sent): with ~2,000 rows at a 10% open rate elsewhere,
+    zero events cannot be chance, so the model predicts exactly 0 there; rare outcomes are left alone."""
+    data = _organic_log()
+    model = _fit(data)
+    none = int(np.flatnonzero(data.action_ids == "none")[0])
+    assert model.structural_zeros == {"opened": [none]}  # "bought" happens organically on that arm
+    x, h = model.encode(data)
+    pred = model.predict(x, h, data.position)
+    assert (pred["opened"][:, none] == 0).all() and (pred["opened"][:, :none] > 0).all()
+    rows = model.predict_rows(x, h, data.position, np.full(data.n_rounds, none))
+    assert (rows["opened"] == 0).all() and (rows["bought"] > 0).all()
+    model.save(tmp_path / "m")
+    again = ResponseModel.load(tmp_path / "m")
+    assert again.structural_zeros == model.structural_zeros
+    np.testing.assert_allclose(again.predict(x, h, data.position)["opened"], pred["opened"], rtol=1e-6)
+    rare = _organic_log(300)  # ~100 rows per arm x 10%: 10 expected opens < 20, not enough to call it impossible
+    assert _fit(rare).structural_zeros == {}
