@@ -172,7 +172,7 @@ def served_policy(policy: Policy) -> Policy:
 
 def _check_exportable(policy: Policy) -> None:
     """ValueError unless `scorer_for` has an exporter for `policy`."""
-    if isinstance(policy, LoggingPolicyReplay) and policy._fn is not None:
+    if isinstance(policy, LoggingPolicyReplay) and not policy.is_constant:
         raise ValueError("the logging policy is a context-dependent callable, which cannot be exported to ONNX; "
                          "give LoggingPolicyReplay its (n_actions,) probability vector to export it")
     if isinstance(policy, LinearBandit) and policy.shared and not isinstance(policy, LinUCB | LinTS):

@@ -138,3 +138,15 @@ def money_reward(data: LoggedData, money: str | None = None) -> str | None:
         return str(money)
     amounts = [r for r in data.reward_names if not np.isin(data.reward(r), (0.0, 1.0)).all()]
     return amounts[0] if len(amounts) == 1 else None
+
+
+def find_no_push(action_ids: np.ndarray, no_push_action: object) -> int:
+    """Index of the declared no-push action among `action_ids` (matched as given, else by its string form, so a
+    config string matches an integer id); refused naming `data.no_push_action`."""
+    ids = np.asarray(action_ids).tolist()
+    if no_push_action in ids:
+        return ids.index(no_push_action)
+    as_text = [str(a) for a in ids]
+    if str(no_push_action) in as_text:
+        return as_text.index(str(no_push_action))
+    raise ValueError(f"data.no_push_action={no_push_action!r} is not an action id of the log; known: {ids[:20]}")

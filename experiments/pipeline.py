@@ -30,7 +30,7 @@ from pushrl.envs.fidelity import mean_ci, replay_fidelity
 from pushrl.envs.logged_data import LoggedData
 from pushrl.envs.model_report import amount_report, model_report
 from pushrl.envs.model_uncertainty import fit_refits
-from pushrl.envs.objectives import Objective, make_objective, money_reward
+from pushrl.envs.objectives import Objective, find_no_push, make_objective, money_reward
 from pushrl.envs.response_model import ResponseModel, ResponseModelConfig
 from pushrl.envs.split import Split, split_indices
 from pushrl.experiments import plots, report_sections
@@ -137,15 +137,9 @@ class DatasetRun:
 
 
 def declared_no_push(cfg: DictConfig, data: LoggedData):
-    """`data.no_push_action`, checked against the log's action ids (None when not declared)."""
+    """`data.no_push_action` as the log's action id (None when not declared); refused by name if not an action."""
     wanted = cfg.data.get("no_push_action")
-    if wanted is None:
-        return None
-    ids = data.action_ids.tolist()
-    match = [a for a in ids if str(a) == str(wanted)]
-    if not match:
-        raise ValueError(f"data.no_push_action={wanted!r} is not an action of {data.name}; actions: {ids[:20]}")
-    return match[0]
+    return None if wanted is None else data.action_ids.tolist()[find_no_push(data.action_ids, wanted)]
 
 
 def profit_money(cfg_objective: DictConfig, data: LoggedData) -> str:
@@ -323,13 +317,18 @@ def stage_train(ctx: DatasetRun) -> None:
                    pd.DataFrame({n: r[:: max(1, len(r) // 200)] for n, r in regrets.items()}).to_csv())
 
 
-def _q_hat(ctx: DatasetRun, expected) -> np.ndarray:
-    """(n, A, P) model-based estimated rewards of a (predictions -> (n, A)) function, per display slot."""
-    data, test = ctx.data, ctx.split.test
-    if data.n_positions == 1:
-        return to_action_dist(expected(ctx.pred_test), 1)
-    return np.stack([expected(ctx.model.predict(ctx.x_test, ctx.recent_test, np.full(test.n_rounds, k)))
-                     for k in range(data.n_positions)], axis=2)
+def _slot_predictions(ctx: DatasetRun) -> list[dict[str, np.ndarray]]:
+    """[slot] {reward: (n, A)} of the model on the test rows, every row scored in each display slot (one slot:
+    the predictions the fit stage made)."""
+    test = ctx.split.test
+    if ctx.data.n_positions == 1:
+        return [ctx.pred_test]
+    return [ctx.model.predict(ctx.x_test, ctx.recent_test, np.full(test.n_rounds, k)) for k in range(ctx.data.n_positions)]
+
+
+def _q_hat(slots: list[dict[str, np.ndarray]], objective: Objective, action_ids) -> np.ndarray:
+    """(n, A, P) model-based estimated rewards of `objective` from the per-slot predictions."""
+    return np.stack([objective.expected(p, action_ids) for p in slots], axis=2)
 
 
 def _refit_predictions(ctx: DatasetRun) -> list[list[dict[str, np.ndarray]]] | None:
@@ -384,6 +383,7 @@ def stage_evaluate(ctx: DatasetRun) -> None:
     for r in data.reward_names:
         targets.setdefault(r, make_objective(r, data.action_ids))
     q_obj = objective.expected(ctx.pred_test, data.action_ids)
+    slot_preds = _slot_predictions(ctx)  # once for every target (the objective and each declared reward)
     refit_preds = _refit_predictions(ctx)
     q_obj_refits = None if refit_preds is None else np.stack([objective.expected(p, data.action_ids)
                                                               for p in refit_preds[0]])
@@ -402,7 +402,7 @@ def stage_evaluate(ctx: DatasetRun) -> None:
                          "top_action": str(data.action_ids[int(shares.argmax())]), "top_action_share": float(shares.max())})
     ctx.simulator = pd.DataFrame(sim_rows).set_index("policy")
     for target, obj in targets.items():
-        q_hat = _q_hat(ctx, lambda pred, o=obj: o.expected(pred, data.action_ids))
+        q_hat = _q_hat(slot_preds, obj, data.action_ids)
         q_hat_refits = _q_hat_refits(refit_preds, obj, data.action_ids)
         reward = obj.logged(test)
         evals = {}
@@ -548,6 +548,26 @@ STAGE_FUNCTIONS = {"fit": stage_fit, "refits": stage_refits, "fidelity": stage_f
                    "sequential": stage_sequential, "budget": stage_budget, "uplift": stage_uplift}
 
 
+def dataset_run(cfg: DictConfig, data: LoggedData, split: Split, default_objective: str, run: RunFolder, key: str,
+                say, truth=None) -> DatasetRun:
+    """The context the stages share, with every option checked against the log (before any model is fitted)."""
+    return DatasetRun(cfg=cfg, data=data, split=split, key=key, run=run, say=say, truth=truth,
+                      objective=resolve_objective(cfg, data, default_objective), no_push=declared_no_push(cfg, data),
+                      test_rows=split_indices(data, tuple(cfg.split.fractions), seed=cfg.split.seed)[2],
+                      uniform_logging=_uniform_logging(data),
+                      guardrails=make_guardrails(cfg.objective.get("guardrails"), list(data.reward_names)))
+
+
+def run_stages(ctx: DatasetRun, names: list[str]) -> DatasetRun:
+    """Run the named stages (see STAGES) in order on `ctx`."""
+    unknown = [n for n in names if n not in STAGE_FUNCTIONS]
+    if unknown:
+        raise ValueError(f"unknown pipeline stage(s) {unknown}; stages: {list(STAGES)}")
+    for name in names:
+        STAGE_FUNCTIONS[name](ctx)
+    return ctx
+
+
 def run_dataset(cfg: DictConfig, data: LoggedData, split: Split, default_objective: str, run: RunFolder,
                 key: str, say, truth=None, stop_after: str | None = None) -> DatasetResult | None:
     """The pipeline on one dataset; adds its report sections and metrics under `key`.
@@ -557,13 +577,8 @@ def run_dataset(cfg: DictConfig, data: LoggedData, split: Split, default_objecti
     torch.set_num_threads(1)
     if stop_after != "fit":
         _check_propensities(data)
-    ctx = DatasetRun(cfg=cfg, data=data, split=split, key=key, run=run, say=say, truth=truth,
-                     objective=resolve_objective(cfg, data, default_objective), no_push=declared_no_push(cfg, data),
-                     test_rows=split_indices(data, tuple(cfg.split.fractions), seed=cfg.split.seed)[2],
-                     uniform_logging=_uniform_logging(data),
-                     guardrails=make_guardrails(cfg.objective.get("guardrails"), list(data.reward_names)))
-    for name in stages_for(cfg, stop_after, ctx.no_push is not None):
-        STAGE_FUNCTIONS[name](ctx)
+    ctx = dataset_run(cfg, data, split, default_objective, run, key, say, truth)
+    run_stages(ctx, stages_for(cfg, stop_after, ctx.no_push is not None))
     if stop_after == "fit":
         report_sections.model_and_fidelity_sections(run, key, ctx.report, ctx.fidelity, cold_start_note(ctx.model),
                                                     ctx.reward_reports)

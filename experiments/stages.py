@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
@@ -12,6 +13,7 @@ from rich.console import Console
 from pushrl.envs.atomic import write_json, write_text
 from pushrl.envs.describe import describe_data
 from pushrl.envs.leakage import check_leakage
+from pushrl.envs.objectives import find_no_push
 from pushrl.envs.split import split_indices, split_log
 from pushrl.experiments.data import ESTIMATE, load_data
 from pushrl.experiments.outputs import RunFolder
@@ -159,7 +161,7 @@ def stage_export(cfg: DictConfig, run: RunFolder) -> Path:
     fingerprint = json.loads((src / "response_model" / "fit.json").read_text())["train"]
     ids = list(model.catalogue_ids)
     wanted = cfg.data.get("no_push_action")
-    no_push = next((a for a in ids if wanted is not None and str(a) == str(wanted)), None)
+    no_push = None if wanted is None else ids[find_no_push(np.asarray(ids), wanted)]
     catalogue = load_catalogue(src / "agents") if cfg.export.agent in SHARED else None
     path = export_policy(policy, cfg.export.agent, model.encoder, ids, run.path("artifact"), no_push_action=no_push,
                          catalogue=catalogue, metadata={"data_fingerprint": fingerprint, "training_config": {"source_run": str(src)}})

@@ -49,7 +49,13 @@ from pushrl.agents.uplift import TLearner, TLearnerPolicy, UpliftPaysPolicy  # n
 from pushrl.envs.atomic import write_text  # noqa: E402
 from pushrl.envs.fidelity import mean_ci  # noqa: E402
 from pushrl.envs.logged_data import LoggedData  # noqa: E402
-from pushrl.envs.objectives import DEFAULT_MARGIN, DEFAULT_PUSH_COST, Objective, make_objective  # noqa: E402
+from pushrl.envs.objectives import (  # noqa: E402
+    DEFAULT_MARGIN,
+    DEFAULT_PUSH_COST,
+    Objective,
+    find_no_push,  # noqa: E402
+    make_objective,
+)
 from pushrl.envs.objectives import money_reward as objective_money  # noqa: E402
 from pushrl.envs.response_model import ResponseModel, ResponseModelConfig  # noqa: E402
 from pushrl.envs.split import Split  # noqa: E402
@@ -121,24 +127,17 @@ class Arms:
         return f"always {self.no_push_id}"
 
 
-def find_no_push(action_ids: np.ndarray, no_push_action: object) -> int:
-    """Index of `no_push_action` among `action_ids` (matched as given, else by its string form)."""
-    ids = np.asarray(action_ids).tolist()
-    if no_push_action in ids:
-        return ids.index(no_push_action)
-    as_text = [str(a) for a in ids]
-    if str(no_push_action) in as_text:
-        return as_text.index(str(no_push_action))
-    raise ValueError(f"data.no_push_action={no_push_action!r} is not an action id of the log; known: {ids[:20]}")
-
-
 def ips_identified(data: LoggedData) -> tuple[bool, str]:
     """Whether IPS identifies other policies' values on this log, and why not when it does not."""
-    p = data.pscore
-    if p is None:
+    from pushrl.envs.regime import (
+        classify_regime,  # the one regime rule (pushrl evaluate and run use it too)
+    )
+
+    if data.pscore is None:
         return False, "the log has no propensities"
-    if np.all(p == 1.0):
-        return False, "every logged propensity is 1.0, i.e. deterministic logging"
+    regime = classify_regime(data)
+    if regime.regime == "deterministic":
+        return False, f"logging is deterministic ({regime.evidence})"
     return True, ""
 
 

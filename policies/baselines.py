@@ -190,6 +190,11 @@ class LoggingPolicyReplay(BasePolicy):
     def n_actions(self) -> int:
         return self._n_actions
 
+    @property
+    def is_constant(self) -> bool:
+        """The same probabilities for every context (a vector, not a callable)."""
+        return self._fn is None
+
     def _probabilities(self, contexts: np.ndarray) -> np.ndarray:
         n = contexts.shape[0]
         if self._fn is None:

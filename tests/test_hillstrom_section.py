@@ -9,20 +9,15 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import OmegaConf
 
 from pushrl.envs.hillstrom import ACTIONS, load_hillstrom
-from pushrl.envs.objectives import make_objective
 from pushrl.envs.paths import data_root
-from pushrl.envs.response_model import ResponseModel
 from pushrl.envs.split import split_log, stratified_split_indices
-from pushrl.experiments.agents import ResponseBandit, catalogue_features, train_agents
-from pushrl.experiments.builders import response_model_config
 from pushrl.experiments.config import register_configs
 from pushrl.experiments.outputs import RunFolder
+from pushrl.experiments.pipeline import dataset_run, run_stages
 from pushrl.experiments.uplift_section import uplift_section
 
 KEY = "hillstrom"
@@ -43,32 +38,12 @@ def _cfg(*overrides: str):
 
 def _run_section(cfg, data, root):
     """What `run_dataset` does before the section: response model, agents, the test feature matrix."""
-    torch.set_num_threads(1)
     split = split_log(data, tuple(cfg.split.fractions), seed=cfg.split.seed)
-    name = cfg.objective.reward if cfg.objective.reward != "auto" else cfg.data.default_objective
-    assert cfg.data.no_push_action == NO_EMAIL  # the preset declares it
-    objective = make_objective(name, data.action_ids, margin=cfg.objective.margin, push_cost=cfg.objective.push_cost,
-                               no_push_action=NO_EMAIL, money="spend")
-    model = ResponseModel.fit(split.train, split.validation, response_model_config(cfg, progress=False))
-
-    def features(d):
-        x, recent = model.encode(d)
-        return np.hstack([x.astype(np.float64), np.ones((len(x), 1))]), recent
-
-    f_train, recent_train = features(split.train)
-    f_test, _ = features(split.test)
-
-    def expected(rows):
-        pred = model.predict(f_train[rows, :-1], recent_train[rows], split.train.position[rows])
-        return objective.expected(pred, data.action_ids)
-
-    agents = train_agents({k: dict(v or {}) for k, v in OmegaConf.to_container(cfg.agents, resolve=True).items()},
-                          n_actions=3, train_features=f_train, train_action=split.train.action,
-                          train_reward=objective.logged(split.train), train_pscore=split.train.pscore,
-                          logging_probabilities=np.full(3, 1 / 3), simulator=ResponseBandit(f_train, expected),
-                          online_rounds=cfg.train.online_rounds, batch_size=cfg.train.batch_size, seed=cfg.seed,
-                          progress=lambda _m: None, action_features=catalogue_features(model, data.catalogue)[0])
     run = RunFolder(root)
+    # the pipeline's own stages up to the agents: the same objective, model, features and agents as `pushrl run`
+    ctx = run_stages(dataset_run(cfg, data, split, cfg.data.default_objective, run, KEY, lambda _m: None),
+                     ["fit", "train"])
+    model, objective, agents, f_test = ctx.model, ctx.objective, ctx.agents, ctx.f_test
     messages: list[str] = []
     start = time.perf_counter()
     headline = uplift_section(cfg, data=data, split=split, model=model, objective=objective,

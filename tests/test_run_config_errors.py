@@ -11,7 +11,7 @@ BASE = ["run", "experiment=smoke", "sequential.enabled=false"]
 
 
 @pytest.mark.parametrize("override, fragment", [
-    ("data.no_push_action=nope", "data.no_push_action='nope' is not an action of"),
+    ("data.no_push_action=nope", "data.no_push_action='nope' is not an action id of the log"),
     ("+objective.guardrails={profit: 0.02}", "objective.guardrails.profit: 'profit' is not a declared reward"),
     ("objective.guardrails={revenue: 2}", "objective.guardrails.revenue: expected a share in [0, 1)"),
     ("data.reward_chain=[click,opened]", "data.reward_chain names ['opened'], which are not declared rewards"),

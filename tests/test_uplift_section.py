@@ -12,24 +12,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import OmegaConf
 
 from pushrl.envs.logged_data import LoggedData
-from pushrl.envs.objectives import make_objective
-from pushrl.envs.response_model import ResponseModel
+from pushrl.envs.objectives import find_no_push, make_objective
 from pushrl.envs.split import split_log
 from pushrl.envs.synthetic import NO_PUSH_ID, SyntheticConfig, generate_log
-from pushrl.experiments.agents import ResponseBandit, catalogue_features, train_agents
-from pushrl.experiments.builders import response_model_config
 from pushrl.experiments.config import register_configs
 from pushrl.experiments.outputs import RunFolder
+from pushrl.experiments.pipeline import dataset_run, run_stages
 from pushrl.experiments.uplift_section import (
     analysed_objectives,
     bar_objectives,
-    find_no_push,
     money_reward,
     uplift_section,
 )
@@ -66,33 +61,13 @@ def shop(n_rows: int = 4000, logging: str = "business_rule", seed: int = 1):
 
 def run_section(cfg, data: LoggedData, root: Path, no_push: object, key: str = KEY, **kwargs) -> dict:
     """What `run_dataset` does before the section (response model, agents, test features), then the section."""
-    torch.set_num_threads(1)
     split = split_log(data, tuple(cfg.split.fractions), seed=cfg.split.seed)
-    name = cfg.objective.reward if cfg.objective.reward != "auto" else cfg.data.default_objective
-    money = money_reward(cfg, data)
-    objective = make_objective(name, data.action_ids, margin=cfg.objective.margin, push_cost=cfg.objective.push_cost,
-                               no_push_action=no_push, **({"money": money} if money else {}))
-    model = ResponseModel.fit(split.train, split.validation, response_model_config(cfg, progress=False))
-
-    def features(d):
-        x, recent = model.encode(d)
-        return np.hstack([x.astype(np.float64), np.ones((len(x), 1))]), recent
-
-    f_train, recent_train = features(split.train)
-    f_test, _ = features(split.test)
-
-    def expected(rows):
-        pred = model.predict(f_train[rows, :-1], recent_train[rows], split.train.position[rows])
-        return objective.expected(pred, data.action_ids)
-
-    shares = np.bincount(split.train.action, minlength=data.n_actions) / split.train.n_rounds
-    agents = train_agents({k: dict(v or {}) for k, v in OmegaConf.to_container(cfg.agents, resolve=True).items()},
-                          n_actions=data.n_actions, train_features=f_train, train_action=split.train.action,
-                          train_reward=objective.logged(split.train), train_pscore=split.train.pscore,
-                          logging_probabilities=shares, simulator=ResponseBandit(f_train, expected),
-                          online_rounds=cfg.train.online_rounds, batch_size=cfg.train.batch_size, seed=cfg.seed,
-                          progress=lambda _m: None, action_features=catalogue_features(model, data.catalogue)[0])
+    cfg.data.no_push_action = str(no_push)
     run = RunFolder(root)
+    # the pipeline's own stages up to the agents: the same objective, model, features and agents as `pushrl run`
+    ctx = run_stages(dataset_run(cfg, data, split, cfg.data.default_objective, run, key, lambda _m: None),
+                     ["fit", "train"])
+    model, objective, agents, f_test = ctx.model, ctx.objective, ctx.agents, ctx.f_test
     messages: list[str] = []
     headline = uplift_section(cfg, data=data, split=split, model=model, objective=objective, no_push_action=no_push,
                               policies={n: a.policy for n, a in agents.items()}, features_test=f_test, key=key,
