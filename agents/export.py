@@ -32,7 +32,7 @@ import onnx.numpy_helper
 import onnxruntime as ort
 import torch
 
-from pushrl.envs.features import ContextEncoder
+from pushrl.envs.data.features import ContextEncoder
 from pushrl.policies.artifact import (
     ACTION_FEATURES_INPUT,
     ActionId,

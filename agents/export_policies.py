@@ -40,15 +40,14 @@ import torch
 from pushrl.agents.bandits.linear import EpsilonGreedy, LinearBandit, LinTS, LinUCB, Softmax
 from pushrl.agents.bandits.neural import NeuralLinear
 from pushrl.agents.export import LinearUCBScorer, export_scorer
-from pushrl.envs.features import ContextEncoder
+from pushrl.envs.data.features import ContextEncoder
 from pushrl.policies.artifact import CatalogueSpec, Exploration
 from pushrl.policies.baselines import (
     LoggingPolicyReplay,
     MostPopular,
-    UniformRandom,
     greedy_probabilities,
 )
-from pushrl.policies.policy import BasePolicy, Policy
+from pushrl.policies.policy import BasePolicy, Policy, UniformPolicy
 
 EXPORTABLE = ("epsilon_greedy, softmax, linucb, lints, linucb_shared, lints_shared, neural_linear, uniform, logging, "
               "most_popular (SB3: export_sb3)")
@@ -177,7 +176,7 @@ def _check_exportable(policy: Policy) -> None:
                          "give LoggingPolicyReplay its (n_actions,) probability vector to export it")
     if isinstance(policy, LinearBandit) and policy.shared and not isinstance(policy, LinUCB | LinTS):
         raise ValueError(f"no exporter for a shared-feature {type(policy).__name__}")
-    known = EpsilonGreedy | Softmax | LinUCB | LinTS | UniformRandom | LoggingPolicyReplay | MostPopular
+    known = EpsilonGreedy | Softmax | LinUCB | LinTS | UniformPolicy | LoggingPolicyReplay | MostPopular
     if not isinstance(policy, known):
         raise ValueError(f"no exporter for policy type {type(policy).__name__}; exportable: {EXPORTABLE}")
 

@@ -23,6 +23,7 @@ Gini are over the pushable promotions (a declared no-push action is not one).
 
 `learn_online(agent, env, n_steps, batch)` trains any object with `act(contexts, rng) ->
 (actions, propensities)` and `update(contexts, actions, rewards)` online in the batched env.
+`compare(a, b)` says whether one rollout beats another (CIs, and the paired difference per seed).
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ from gymnasium.vector import AutoresetMode
 from scipy import stats
 
 from pushrl.agents.bandits.base import check_int
-from pushrl.envs import diversity
-from pushrl.envs.batched_env import BatchedPushEnv
+from pushrl.envs.sim import diversity
+from pushrl.envs.sim.batched_env import BatchedPushEnv
 from pushrl.policies.policy import Policy
 
 EnvFactory = Callable[[int], BatchedPushEnv]
@@ -104,6 +105,23 @@ class RolloutResult:
             row.update({m: e.mean, f"{m}_ci_low": e.ci_low, f"{m}_ci_high": e.ci_high})
         row.update(n_users=self.n_users, n_seeds=self.n_seeds)
         return pd.DataFrame([row], index=pd.Index([name], name="policy"))
+
+
+def compare(a: RolloutResult, b: RolloutResult, metric: str = "reward_per_user") -> dict[str, Any]:
+    """Is `a` better than `b` on `metric`? Two rollouts on the same users and seeds.
+
+    verdict: "better" / "worse" when the 95% CIs over seeds do not overlap, else "overlap";
+    difference (with difference_ci_low/high): the mean and t-interval of the per-seed difference a - b.
+    """
+    ea, eb = a.metrics[metric], b.metrics[metric]
+    if ea.ci_low > eb.ci_high:
+        verdict = "better"
+    elif ea.ci_high < eb.ci_low:
+        verdict = "worse"
+    else:
+        verdict = "overlap"
+    diff = estimate(a.per_seed[metric] - b.per_seed[metric])
+    return {"verdict": verdict, "difference": diff.mean, "difference_ci_low": diff.ci_low, "difference_ci_high": diff.ci_high}
 
 
 

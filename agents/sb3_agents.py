@@ -1,7 +1,7 @@
 """PPO, DQN and A2C from stable-baselines3, trained on the batched PushEnv.
 
 `train_sb3(config, env_factory, run_dir)` builds `env_factory(config.n_envs)` (a BatchedPushEnv;
-its users are SB3's parallel envs, through `pushrl.envs.sb3_adapter.to_sb3_vec_env`) and trains,
+its users are SB3's parallel envs, through `pushrl.agents.sb3_adapter.to_sb3_vec_env`) and trains,
 writing into run_dir:
     config.json                    the SB3AgentConfig used
     checkpoints/<algo>_<timesteps>_steps.zip
@@ -38,10 +38,10 @@ from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.vec_env import VecMonitor
 
 from pushrl.agents.rollout import resolve_env, rollout
+from pushrl.agents.sb3_adapter import to_sb3_vec_env
 from pushrl.agents.sb3_policy import SB3Policy
-from pushrl.envs.atomic import atomic_path, write_json, write_with
-from pushrl.envs.batched_env import BatchedPushEnv
-from pushrl.envs.sb3_adapter import to_sb3_vec_env
+from pushrl.envs.common.atomic import atomic_path, write_json, write_with
+from pushrl.envs.sim.batched_env import BatchedPushEnv
 
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "dqn": DQN, "a2c": A2C}
 RESERVED_KWARGS = ("policy", "env", "learning_rate", "seed", "device", "tensorboard_log", "verbose",

@@ -47,10 +47,10 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from pushrl.envs.features import ContextEncoder
-from pushrl.envs.logged_data import LoggedData
+from pushrl.envs.data.features import ContextEncoder
+from pushrl.envs.data.logged_data import LoggedData
+from pushrl.envs.model.response_model import ResponseModel, ResponseModelConfig
 from pushrl.envs.objectives import Objective
-from pushrl.envs.response_model import ResponseModel, ResponseModelConfig
 from pushrl.policies.baselines import greedy_probabilities
 from pushrl.policies.policy import BasePolicy, check_contexts
 

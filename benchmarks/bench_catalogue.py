@@ -20,7 +20,7 @@ import torch
 
 from pushrl.agents.bandits import make_bandit
 from pushrl.agents.export_policies import export_policy
-from pushrl.envs.features import ContextEncoder
+from pushrl.envs.data.features import ContextEncoder
 from pushrl.policies.artifact import CatalogueSpec
 from pushrl.policies.serving.runtime import PolicyRuntime
 

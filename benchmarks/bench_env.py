@@ -2,7 +2,7 @@
 16,384 users, each with a response function in the loop.
 
 The response function is a parameter (`main(responses=("truth", "learned"))`): "truth" is the synthetic
-TrueResponse; "learned" is `pushrl.envs.response_model.ResponseModel` fitted for a few epochs on a small
+TrueResponse; "learned" is `pushrl.envs.model.response_model.ResponseModel` fitted for a few epochs on a small
 synthetic log (run only if that module is importable; torch is set to one thread). The policy is uniform random over all actions
 ("nothing" included), drawn before timing. Wall-clock rates are what a user sees on this (shared)
 machine; CPU rates (process time) are less sensitive to other processes. Goals: batched >= 1,000,000
@@ -18,9 +18,9 @@ from collections.abc import Callable, Sequence
 import gymnasium
 import numpy as np
 
-import pushrl.envs  # noqa: F401  (registers pushrl/Push-v0)
-from pushrl.envs.env_config import Shop, default_shop
-from pushrl.envs.registration import PUSH_ENV_ID
+import pushrl.envs.sim  # noqa: F401  (registers pushrl/Push-v0)
+from pushrl.envs.sim.env_config import Shop, default_shop
+from pushrl.envs.sim.registration import PUSH_ENV_ID
 
 SECONDS = 2.0
 BATCH_SIZES = (1_024, 16_384)
@@ -35,8 +35,8 @@ def learned_shop() -> Shop:
     """A ResponseModel fitted quickly on a small synthetic log; the pool is the log's encoded contexts."""
     import torch
 
-    from pushrl.envs.response_model import ResponseModel, ResponseModelConfig
-    from pushrl.envs.synthetic import SyntheticConfig, generate_log
+    from pushrl.envs.data.synthetic import SyntheticConfig, generate_log
+    from pushrl.envs.model.response_model import ResponseModel, ResponseModelConfig
 
     # one intra-op thread: on this shared 2-core machine torch's second thread makes predict ~5x slower
     torch.set_num_threads(1)
@@ -52,7 +52,7 @@ RESPONSES: dict[str, Callable[[], Shop]] = {"truth": truth_shop, "learned": lear
 
 def available_responses() -> list[str]:
     names = ["truth"]
-    if importlib.util.find_spec("pushrl.envs.response_model") is not None:
+    if importlib.util.find_spec("pushrl.envs.model.response_model") is not None:
         names.append("learned")
     return names
 

@@ -13,8 +13,8 @@ import numpy as np
 
 from benchmarks.bench_loader import _make_files
 from benchmarks.common import cache_dir, timed_in_fresh_process
-from pushrl.envs.loaders import iter_log_chunks, load_catalogue
-from pushrl.envs.synthetic import SCHEMA
+from pushrl.envs.data.loaders import iter_log_chunks, load_catalogue
+from pushrl.envs.data.synthetic import SCHEMA
 from pushrl.policies.external import load_external_policy
 from pushrl.policies.ope import ESTIMATORS, OPEInputs, stream_intervals
 

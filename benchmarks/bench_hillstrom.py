@@ -16,10 +16,10 @@ import torch
 
 from pushrl.agents.bandits import make_bandit
 from pushrl.agents.export_policies import export_policy
-from pushrl.envs.hillstrom import load_hillstrom
-from pushrl.envs.model_report import LogisticRegression
-from pushrl.envs.response_model import ResponseModel, ResponseModelConfig
-from pushrl.envs.split import split_log
+from pushrl.envs.data.hillstrom import load_hillstrom
+from pushrl.envs.data.split import split_log
+from pushrl.envs.model.model_report import LogisticRegression
+from pushrl.envs.model.response_model import ResponseModel, ResponseModelConfig
 from pushrl.policies.serving.loadtest import ServerProcess, random_requests, run_load
 from pushrl.policies.serving.runtime import PolicyRuntime
 

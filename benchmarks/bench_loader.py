@@ -15,8 +15,8 @@ import os
 import pandas as pd
 
 from benchmarks.common import cache_dir, timed_in_fresh_process
-from pushrl.envs.loaders import iter_log_chunks, load_catalogue, load_log
-from pushrl.envs.synthetic import (
+from pushrl.envs.data.loaders import iter_log_chunks, load_catalogue, load_log
+from pushrl.envs.data.synthetic import (
     SCHEMA,
     SyntheticConfig,
     catalogue_frame,

@@ -22,13 +22,13 @@ from typing import TypeVar
 
 import numpy as np
 
-from pushrl.envs.propensity import (
+from pushrl.envs.data.propensity import (
     PropensityConfig,
     encode_contexts,
     estimate_propensities,
     fit_multinomial_logit,
 )
-from pushrl.envs.synthetic import SyntheticConfig, generate_log
+from pushrl.envs.data.synthetic import SyntheticConfig, generate_log
 from pushrl.policies.budget import allocate_budget, budget_curve, fit_threshold
 
 T = TypeVar("T")

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pushrl.envs.logged_data import LoggedData
+from pushrl.envs.data.logged_data import LoggedData
 
 N_ROWS = int(os.environ.get("PUSHRL_BENCH_RESPONSE_ROWS", 10_000_000))
 
@@ -52,7 +52,7 @@ def _logistic_epoch(x: np.ndarray, pos: np.ndarray, action: np.ndarray, y: np.nd
 
 
 def _measure(name: str, data: LoggedData, epochs: int) -> None:
-    from pushrl.envs.response_model import ResponseModel, ResponseModelConfig
+    from pushrl.envs.model.response_model import ResponseModel, ResponseModelConfig
 
     cfg = ResponseModelConfig(epochs=epochs, progress=False)
     start = time.perf_counter()
@@ -74,10 +74,10 @@ def _measure(name: str, data: LoggedData, epochs: int) -> None:
 
 def main() -> None:
     torch.set_num_threads(1)
-    from pushrl.envs.obd import load_obd
-    from pushrl.envs.response_model import ResponseModel, ResponseModelConfig
-    from pushrl.envs.split import split_log
-    from pushrl.envs.synthetic import SyntheticConfig, generate_log
+    from pushrl.envs.data.obd import load_obd
+    from pushrl.envs.data.split import split_log
+    from pushrl.envs.data.synthetic import SyntheticConfig, generate_log
+    from pushrl.envs.model.response_model import ResponseModel, ResponseModelConfig
 
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}", flush=True)
     obd = split_log(load_obd("all")).train

@@ -21,12 +21,12 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecMonitor
 
 from pushrl.agents.rollout import rollout
+from pushrl.agents.sb3_adapter import _adapter_class, to_sb3_vec_env
 from pushrl.agents.sb3_agents import SB3AgentConfig
 from pushrl.agents.sb3_policy import SB3Policy
-from pushrl.envs.batched_env import BatchedPushEnv
-from pushrl.envs.push_env import PushEnv
-from pushrl.envs.registration import DEFAULT_HORIZON
-from pushrl.envs.sb3_adapter import _adapter_class, to_sb3_vec_env
+from pushrl.envs.sim.batched_env import BatchedPushEnv
+from pushrl.envs.sim.push_env import PushEnv
+from pushrl.envs.sim.registration import DEFAULT_HORIZON
 from pushrl.policies.policy import UniformPolicy
 
 USERS = (64, 256)

@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 
 from pushrl.agents.export import export_scorer
-from pushrl.envs.features import ContextEncoder
+from pushrl.envs.data.features import ContextEncoder
 from pushrl.policies.artifact import Exploration
 from pushrl.policies.serving.decision_log import DecisionLog
 from pushrl.policies.serving.loadtest import ServerProcess, random_requests, run_load

@@ -11,12 +11,12 @@ expected rewards (simulator, agents).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from pushrl.envs.logged_data import LoggedData
+from pushrl.envs.data.logged_data import LoggedData
 
 DEFAULT_MARGIN = 0.30
 DEFAULT_PUSH_COST = 0.10
@@ -100,6 +100,15 @@ class Objective:
             return np.asarray(predictions[self.reward])
         value = sum(w * np.asarray(predictions[r], dtype=np.float64) for r, w in self.terms.items())
         return value - self.cost_vector(action_ids)[None, :]
+
+    def expected_by_slot(self, slots: Sequence[Mapping[str, np.ndarray]], action_ids: np.ndarray) -> np.ndarray:
+        """(n, n_actions, n_slots) expected objective from per-slot predictions [slot] {name: (n, n_actions)}."""
+        return np.stack([self.expected(p, action_ids) for p in slots], axis=2)
+
+    def expected_by_refit(self, refits: Sequence[Sequence[Mapping[str, np.ndarray]]], action_ids: np.ndarray
+                          ) -> np.ndarray:
+        """(K, n, n_actions, n_slots) expected objective of K refits from [slot][refit] {name: (n, n_actions)}."""
+        return np.stack([np.stack([self.expected(p, action_ids) for p in slot]) for slot in refits], axis=3)
 
 
 def make_objective(

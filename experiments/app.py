@@ -125,7 +125,7 @@ def _innermost_module(tb: TracebackType | None) -> str:
 
 def job_error_message(exc: Exception) -> str | None:
     """One line for a user error raised inside a job; None for a bug (keeps the traceback)."""
-    from pushrl.envs.errors import LoggedDataError
+    from pushrl.envs.common.errors import LoggedDataError
 
     if isinstance(exc, LoggedDataError):
         return f"invalid log: {one_line(str(exc))}"

@@ -64,7 +64,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _fail(prog: str, exc: BaseException) -> int:
     """Print `exc` as one line on stderr; exit status 2. HYDRA_FULL_ERROR=1 re-raises it."""
-    from pushrl.envs.errors import LoggedDataError
+    from pushrl.envs.common.errors import LoggedDataError
     from pushrl.experiments.app import full_error, one_line
 
     if full_error():
@@ -127,7 +127,7 @@ _FILE_OPTIONS = ("catalogue", "action", "propensity", "reward", "optional_reward
 
 def _header(path: str) -> list[str]:
     """The column names of a log file (reads one row)."""
-    from pushrl.envs.loaders import read_table_chunks
+    from pushrl.envs.data.loaders import read_table_chunks
 
     chunks = read_table_chunks(path, chunksize=1)
     try:
@@ -155,7 +155,7 @@ def reward_roles(header: Sequence[str], required: Sequence[str] | None, optional
 
 
 def _schema(args: argparse.Namespace, header: Sequence[str]) -> Any:
-    from pushrl.envs.schema import LogSchema
+    from pushrl.envs.data.schema import LogSchema
 
     required, optional = reward_roles(header, args.reward, args.optional_reward, args.exclude or ())
     options: dict[str, Any] = dict(action=args.action, rewards=required, optional_rewards=optional,
@@ -178,10 +178,10 @@ def _no_push_rows(desc: Any, action: str) -> tuple[Any, int]:
 
 def _describe(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[Any, str]:
     """The Description of `args.path` and its text (or JSON), with the no-push action if given."""
-    from pushrl.envs.describe import describe_data, describe_file
-    from pushrl.envs.hillstrom import load_hillstrom
-    from pushrl.envs.loaders import load_catalogue
-    from pushrl.envs.obd import load_obd
+    from pushrl.envs.data.describe import describe_data, describe_file
+    from pushrl.envs.data.hillstrom import load_hillstrom
+    from pushrl.envs.data.loaders import load_catalogue
+    from pushrl.envs.data.obd import load_obd
 
     if args.path in DATASETS:
         given = [f"--{k.replace('_', '-')}" for k in _FILE_OPTIONS if getattr(args, k) != parser.get_default(k)]
@@ -224,7 +224,7 @@ def data_example(argv: list[str]) -> int:
     """`pushrl data example DIR`: write a sample own-log and its catalogue, print the commands to run next."""
     prog = "pushrl data example"
     try:
-        from pushrl.envs.example_log import write_example_log
+        from pushrl.envs.data.example_log import write_example_log
     except ImportError as exc:
         return _fail(prog, exc)
     defaults = {k: p.default for k, p in inspect.signature(write_example_log).parameters.items()}
@@ -253,7 +253,7 @@ def example_next_steps(log: Path, catalogue: Path, no_push: str | None = None) -
     """The lines `data example` prints: the files written and the exact commands to run next
     (`no_push`: the log's no-push action id; default the example shop's)."""
     if no_push is None:
-        from pushrl.envs.synthetic import NO_PUSH_ID as no_push
+        from pushrl.envs.data.synthetic import NO_PUSH_ID as no_push
     log, catalogue = log.resolve(), catalogue.resolve()
     describe = ["pushrl", "data", "describe", str(log), "--catalogue", str(catalogue), "--no-push-action", no_push]
     run = ["pushrl", "run", "data=custom", f"data.path={log}", f"data.catalogue={catalogue}",

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pushrl.envs.atomic import write_text
-from pushrl.envs.cold_start import cold_start_errors, known_promotion_log_loss
-from pushrl.envs.response_model import ResponseModelConfig
-from pushrl.envs.synthetic import SyntheticConfig
+from pushrl.envs.common.atomic import write_text
+from pushrl.envs.data.synthetic import SyntheticConfig
+from pushrl.envs.model.cold_start import cold_start_errors, known_promotion_log_loss
+from pushrl.envs.model.response_model import ResponseModelConfig
 from pushrl.experiments import plots
 
 HELD_OUT = (1, 3, 7)

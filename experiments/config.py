@@ -10,9 +10,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig, OmegaConf
 
-from pushrl.experiments.sequential_config import SequentialConfig
+from pushrl.agents.sequential_config import SequentialConfig
+from pushrl.envs.data.propensity import PropensityConfig
+from pushrl.envs.model.response_config import ResponseModelConfig
+from pushrl.policies.evaluation import EstimatorSettings
 
 COMMANDS = ("run", "fit", "train", "export", "describe", "evaluate")
 
@@ -82,33 +85,6 @@ class ObjectiveConfig:
 
 
 @dataclass
-class ModelConfig:
-    """Response model hyperparameters (see pushrl.envs.response_model.ResponseModelConfig)."""
-
-    embedding_dim: int = 8
-    epochs: int = 40
-    batch_size: int = 1024
-    learning_rate: float = 0.01
-    l2: float = 10.0
-    patience: int = 4
-    stop_se: float = 1.0
-    ips_weighted: bool = False
-    id_dropout: float = 0.0  # > 0 (e.g. 0.5) trains the feature path that scores new (cold-start) promotions
-    recent_pushes_column: str | None = "recent_pushes"
-
-
-@dataclass
-class PropensityModelConfig:
-    """data.propensity=estimate: how (see pushrl.envs.propensity.PropensityConfig); seed = the run's seed."""
-
-    n_folds: int = 5
-    l2: float = 1.0
-    calibration: str = "temperature"  # temperature | none
-    clip: float = 0.0  # raise the logged action's estimate to at least this (0: off)
-    trim: float = 0.0  # drop rows whose estimate is below this (0: off)
-
-
-@dataclass
 class TrainConfig:
     """How agents learn: offline on the training log, then online in the simulator."""
 
@@ -117,9 +93,13 @@ class TrainConfig:
     simulator: str = "model"  # model (the learned response) | truth (synthetic data only: regret vs the oracle)
 
 
-@dataclass
-class EvalConfig:
-    """Offline evaluation settings."""
+@dataclass(frozen=True)
+class EvalConfig(EstimatorSettings):
+    """Offline evaluation settings.
+
+    `clip`, `switch_threshold` and `dros_lambda` are the estimators' own (inherited from
+    pushrl.policies.evaluation.EstimatorSettings, so they come first).
+    """
 
     split: str = "test"  # test | all
     n_bootstrap: int = 2000  # Poisson bootstrap resamples (cheap; 200 under-covered small-ESS SNDR intervals)
@@ -129,9 +109,6 @@ class EvalConfig:
     reward_model: str = "mean"  # DM/DR regression, cross-fitted: mean (per action x position) | response_model
     n_folds: int = 5
     model_refits: int = 8  # bootstrap refits of the response model behind the DM and simulator intervals (0: none)
-    clip: float | None = None
-    switch_threshold: float = 50.0
-    dros_lambda: float = 100.0
 
 
 @dataclass
@@ -179,10 +156,13 @@ class PushrlConfig:
     data: DataConfig = MISSING
     also: list[str] = field(default_factory=list)  # more embedded datasets `run` covers (data config names)
     demos: bool | None = None  # the synthetic-truth and cold-start demonstrations (None: on unless data.kind=file)
+    skip: list[str] = field(default_factory=list)  # stages of `pushrl run` to skip by name (see SKIPPABLE_STAGES)
     split: SplitConfig = field(default_factory=SplitConfig)
     objective: ObjectiveConfig = MISSING
-    model: ModelConfig = field(default_factory=ModelConfig)
-    propensity_model: PropensityModelConfig = field(default_factory=PropensityModelConfig)
+    # the library's own settings; configs/config.yaml points their seed (and the model's reward_chain, progress)
+    # at the run's
+    model: ResponseModelConfig = field(default_factory=ResponseModelConfig)
+    propensity_model: PropensityConfig = field(default_factory=PropensityConfig)
     agents: dict[str, Any] = field(default_factory=dict)  # agent name -> hyperparameters
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -192,10 +172,19 @@ class PushrlConfig:
     sequential: SequentialConfig = field(default_factory=SequentialConfig)  # the `env` group sets it
 
 
+def _schema_node() -> DictConfig:
+    """PushrlConfig as a typed node; the frozen library dataclasses stay typed (closed) but writable, so the
+    config files and overrides can set them (their own validation runs when the builders construct them)."""
+    node = OmegaConf.structured(PushrlConfig)
+    for key in ("model", "propensity_model", "eval"):
+        OmegaConf.set_readonly(node[key], False)
+    return node
+
+
 def register_configs() -> None:
     """Store the schema so `configs/config.yaml` can extend it."""
     cs = ConfigStore.instance()
-    cs.store(name="pushrl_schema", node=PushrlConfig)
+    cs.store(name="pushrl_schema", node=_schema_node())
     cs.store(group="data", name="data_schema", node=DataConfig)
     cs.store(group="objective", name="objective_schema", node=ObjectiveConfig)
     cs.store(group="policy", name="policy_schema", node=PolicyConfig)

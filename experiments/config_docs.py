@@ -7,15 +7,17 @@ import sys
 from importlib.resources import files
 from pathlib import Path
 
-from pushrl.envs.atomic import write_text
+from omegaconf import OmegaConf
+
+from pushrl.envs.common.atomic import write_text
 from pushrl.experiments import config as schema
 
 GROUPS = {
     "data": schema.DataConfig,
     "objective": schema.ObjectiveConfig,
     "policy": schema.PolicyConfig,
-    "model": schema.ModelConfig,
-    "propensity_model": schema.PropensityModelConfig,
+    "model": schema.ResponseModelConfig,
+    "propensity_model": schema.PropensityConfig,
     "train": schema.TrainConfig,
     "split": schema.SplitConfig,
     "eval": schema.EvalConfig,
@@ -24,7 +26,17 @@ GROUPS = {
 }
 
 
-def _default(f: dataclasses.Field) -> str:
+LIBRARY_NODES = {  # groups whose node is a library dataclass: one line on where it lives
+    "model": "Response model hyperparameters (pushrl.envs.model.response_model.ResponseModelConfig, validated when "
+             "built); `seed`, `reward_chain` and `progress` follow the run's `seed`, `data.reward_chain`, `progress`.",
+    "propensity_model": "data.propensity=estimate: how (pushrl.envs.data.propensity.PropensityConfig); "
+                        "seed = the run's seed.",
+}
+
+
+def _default(f: dataclasses.Field, top: dict | None = None) -> str:
+    if top and f.name in top:  # set by configs/config.yaml (e.g. an interpolation of the run's seed)
+        return repr(top[f.name])
     if f.default is not dataclasses.MISSING:
         return repr(f.default)
     if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
@@ -45,15 +57,17 @@ def render() -> str:
     lines += ["", "Experiment presets (`experiment=NAME`, files in `configs/experiment/`): "
               + ", ".join(f"`{p.name[:-5]}`" for p in sorted(cfg_dir.joinpath("experiment").iterdir(), key=lambda p: p.name)
                           if p.name.endswith(".yaml")), ""]
+    top_yaml = OmegaConf.to_container(OmegaConf.load(str(cfg_dir / "config.yaml")), resolve=False)
     for group, cls in GROUPS.items():
-        lines += [f"## `{group}`", "", (cls.__doc__ or "").strip().splitlines()[0], ""]
+        about = LIBRARY_NODES.get(group) or (cls.__doc__ or "").strip().splitlines()[0]
+        lines += [f"## `{group}`", "", about, ""]
         folder = cfg_dir / ("env" if group == "sequential" else group)
         if folder.is_dir():
             opts = sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
             gname = "env" if group == "sequential" else group
             lines += ["Options: " + ", ".join(f"`{gname}={o}`" for o in opts), ""]
         lines += ["| key | default |", "|---|---|"]
-        lines += [f"| `{group}.{f.name}` | `{_default(f)}` |" for f in dataclasses.fields(cls)]
+        lines += [f"| `{group}.{f.name}` | `{_default(f, top_yaml.get(group))}` |" for f in dataclasses.fields(cls)]
         lines.append("")
     agents = sorted(p.name[:-5] for p in cfg_dir.joinpath("agents").iterdir() if p.name.endswith(".yaml"))
     lines += ["## `agents`", "", "A mapping agent name -> hyperparameters. Options: "

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from pushrl.envs.hillstrom import load_hillstrom
-from pushrl.envs.loaders import load_log
-from pushrl.envs.logged_data import LoggedData
-from pushrl.envs.obd import load_obd
-from pushrl.envs.schema import LogSchema
-from pushrl.envs.synthetic import SyntheticConfig, SyntheticTruth, generate_log
+from pushrl.envs.data.hillstrom import load_hillstrom
+from pushrl.envs.data.loaders import load_log
+from pushrl.envs.data.logged_data import LoggedData
+from pushrl.envs.data.obd import load_obd
+from pushrl.envs.data.schema import LogSchema
+from pushrl.envs.data.synthetic import SyntheticConfig, SyntheticTruth, generate_log
 
 DATA_KINDS = ("obd", "hillstrom", "synthetic", "file")
 ESTIMATE = "estimate"  # data.propensity=estimate: estimate the logging propensities (cross-fitted, calibrated)

@@ -7,28 +7,31 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from pushrl.envs.atomic import write_json
-from pushrl.envs.logged_data import LoggedData
+from pushrl.envs.common.atomic import write_json
+from pushrl.envs.data.logged_data import LoggedData
+from pushrl.envs.data.regime import classify_regime
 from pushrl.envs.objectives import Objective
-from pushrl.envs.split import split_indices, split_log
 from pushrl.experiments import plots
+from pushrl.experiments.builders import estimator_settings, response_model_config
 from pushrl.experiments.outputs import RunFolder
 from pushrl.experiments.pipeline import choose_estimator
-from pushrl.policies.evaluation import EstimatorSettings, PolicyEvaluation, evaluate_policy
+from pushrl.experiments.run_context import LoadedLog
+from pushrl.policies.evaluation import PolicyEvaluation, evaluate_policy
 from pushrl.policies.external import ExternalPolicy, load_external_policy
 from pushrl.policies.ope import cross_fit_mean_rewards
+from pushrl.policies.ope.identification import identification
 
 SPLITS = ("test", "all")
 POLICY_KINDS = ("external", "uniform", "always", "artifact")
 
 
-def eval_rows(cfg: DictConfig, data: LoggedData) -> np.ndarray:
+def eval_rows(cfg: DictConfig, log: LoadedLog) -> np.ndarray:
     """Row indices (into the whole log) that are evaluated: every row, or the held-out test split."""
     if cfg.eval.split not in SPLITS:
         raise ValueError(f"eval.split must be one of {SPLITS}, got {cfg.eval.split!r}")
     if cfg.eval.split == "all":
-        return np.arange(data.n_rounds)
-    return split_indices(data, tuple(cfg.split.fractions), seed=cfg.split.seed)[2]
+        return np.arange(log.data.n_rounds)
+    return log.split.rows[2]
 
 
 def policy_action_dist(cfg: DictConfig, data: LoggedData, rows: np.ndarray) -> tuple[str, np.ndarray]:
@@ -75,39 +78,12 @@ def artifact_action_dist(p, data: LoggedData, rows: np.ndarray) -> tuple[str, np
     return p.name or runtime.manifest.policy_kind, np.repeat(probs[:, :, None], data.n_positions, axis=2)
 
 
-UNIDENTIFIED_HELP = ("What to do: read DM and the simulator's value (both rest on a reward model, so treat them "
-                     "as model-based guesses), or collect exploratory data first: serve with exploration (an "
-                     "epsilon or softmax artifact, or shadow mode beside the current policy) and evaluate again.")
-LOW_PROPENSITY = 0.01
-MAX_LOW_MASS = 0.05
-
-
-def identification(data: LoggedData, rows: np.ndarray, dist: np.ndarray, run: RunFolder) -> tuple[bool, str]:
-    """Are IPS-family estimates identified? Not for deterministic logging, nor when the candidate puts more than
-    5% of its mass where estimated logging probabilities are below 0.01. Returns (identified, why not)."""
-    from pushrl.envs.regime import classify_regime
-
-    regime = classify_regime(data)
-    if regime.regime == "deterministic":
-        return False, (f"IPS-family estimates are not identified: logging was deterministic ({regime.evidence}), so "
-                       "the log never shows what other actions would have done. " + UNIDENTIFIED_HELP)
-    est = run.cache.get("propensity_estimate")
-    if est is not None:
-        p_hat = est.probabilities[rows]  # (n, A) estimated logging probabilities of every action
-        mass = float((dist.sum(axis=2) / dist.shape[2] * (p_hat < LOW_PROPENSITY)).sum(axis=1).mean())
-        if mass > MAX_LOW_MASS:
-            return False, (f"IPS-family estimates are not identified: the candidate puts {mass:.1%} of its mass on "
-                           f"actions whose estimated logging probability is below {LOW_PROPENSITY}. " + UNIDENTIFIED_HELP)
-    return True, ""
-
-
-def simulator_value(cfg: DictConfig, data: LoggedData, rows: np.ndarray, dist: np.ndarray, objective: Objective) -> float:
+def simulator_value(cfg: DictConfig, log: LoadedLog, rows: np.ndarray, dist: np.ndarray, objective: Objective) -> float:
     """The candidate's value of `objective` by a response model fitted on the log's training split (unidentified cases)."""
-    from pushrl.envs.response_model import ResponseModel
-    from pushrl.experiments.builders import response_model_config
+    from pushrl.envs.model.response_model import ResponseModel
 
-    split = split_log(data, tuple(cfg.split.fractions), seed=cfg.split.seed)
-    model = ResponseModel.fit(split.train, split.validation, response_model_config(cfg, progress=False))
+    data = log.data
+    model = ResponseModel.fit(log.split.train, log.split.validation, response_model_config(cfg, progress=False))
     sub = data.subset(rows)
     x, recent = model.encode(sub)
     total = 0.0
@@ -118,12 +94,13 @@ def simulator_value(cfg: DictConfig, data: LoggedData, rows: np.ndarray, dist: n
     return total / len(rows)
 
 
-def evaluate_command(cfg: DictConfig, data: LoggedData, run: RunFolder, objective: Objective
+def evaluate_command(cfg: DictConfig, log: LoadedLog, run: RunFolder, objective: Objective
                      ) -> tuple[PolicyEvaluation, Path]:
     """Evaluate the configured policy; write evaluation.json; return it and its path."""
+    data = log.data
     if data.pscore is None:
         raise ValueError(f"{data.name} has no propensity column: IPS-family OPE needs the logging policy's propensities")
-    rows = eval_rows(cfg, data)
+    rows = eval_rows(cfg, log)
     name, dist = policy_action_dist(cfg, data, rows)
     sub = data.subset(rows)
     r = objective.logged(data)[rows]
@@ -132,9 +109,9 @@ def evaluate_command(cfg: DictConfig, data: LoggedData, run: RunFolder, objectiv
                          "`pushrl run` uses the learned response model")
     q_hat = cross_fit_mean_rewards(r, sub.action, sub.position, data.n_actions, data.n_positions,
                                    n_folds=cfg.eval.n_folds, seed=cfg.seed)
-    identified, why = identification(data, rows, dist, run)
-    settings = EstimatorSettings(clip=cfg.eval.clip, switch_threshold=cfg.eval.switch_threshold,
-                                 dros_lambda=cfg.eval.dros_lambda)
+    ident = identification(classify_regime(data), dist, log.logging_probabilities(rows))
+    identified, why = ident.identified, ident.why
+    settings = estimator_settings(cfg)
     rec = choose_estimator(cfg, sub, settings, run, "selection") if identified else "dm"
     ev = evaluate_policy(
         policy=name, data=data.name, split=cfg.eval.split, action_dist=np.ascontiguousarray(dist), reward=r,
@@ -142,13 +119,14 @@ def evaluate_command(cfg: DictConfig, data: LoggedData, run: RunFolder, objectiv
         recommended=rec, settings=settings,
         n_bootstrap=cfg.eval.n_bootstrap, alpha=cfg.eval.alpha, seed=cfg.seed, identified=identified,
     )
-    estimated = [n for n in data.notes if "propensities estimated" in n]
-    ev.notes += estimated
+    estimated = log.propensity_estimate is not None
+    if estimated:
+        ev.notes.append(log.propensity_estimate.note)
     doc = ev.to_json()
     doc["propensities"] = "estimated" if estimated else "logged"
     if not identified:
         doc["why_not_identified"] = why
-        doc["simulator_value"] = simulator_value(cfg, data, rows, dist, objective)
+        doc["simulator_value"] = simulator_value(cfg, log, rows, dist, objective)
         ev.notes.append(why)
         doc["notes"] = list(ev.notes)
     path = write_json(run.path("evaluation.json"), doc)

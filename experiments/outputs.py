@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pushrl.envs.atomic import write_json, write_text
+from pushrl.envs.common.atomic import write_json, write_text
 
 
 def _flatten(prefix: str, obj: Any, out: dict[str, Any]) -> None:

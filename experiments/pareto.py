@@ -1,10 +1,6 @@
-"""The accuracy–diversity Pareto front: non-dominated points, one plot, and a Hydra multirun collector.
+"""The accuracy–diversity Pareto front: one plot, and a Hydra multirun collector.
 
-Vocabulary: a *point* is one policy evaluated in the simulator, with an accuracy (objective per
-push: the objective the pushed promotions earned per push message, whatever the objective's
-rewards are called) and a diversity (mean category novelty of the pushed promotions; catalogue
-coverage as a second view). Both are maximised. A point is *dominated* if another point is at
-least as good on both and strictly better on one; the non-dominated points are the front.
+Points, accuracy, diversity and the non-dominated marking are `pushrl.policies.pareto`'s.
 
 `collect_sweep(multirun_dir)` reads every job's `metrics.json` of a Hydra multirun, takes what
 `pushrl.experiments.sequential.sequential_section` reported (stored under `<key>/sequential/...`),
@@ -21,57 +17,19 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+from pushrl.envs.common.atomic import write_text
+from pushrl.experiments.plots import save_figure
+from pushrl.policies.pareto import ACCURACY, DIVERSITY, mark_front
 
-from pushrl.envs.atomic import write_text  # noqa: E402
-from pushrl.experiments.plots import save_figure  # noqa: E402
-
-ACCURACY = "objective_per_push"
-DIVERSITY = "category_novelty"
 FRONT_CSV = "pareto_front.csv"
 FRONT_PNG = "pareto_front.png"
 _AGENT_KEY = re.compile(r"^(?P<key>.+?)/sequential/agents/(?P<name>[^/]+)/(?P<field>[^/]+)$")
 _POINT_KEY = re.compile(r"^(?P<key>.+?)/sequential/pareto/(?P<name>[^/]+)/(?P<field>[^/]+)$")
 _WEIGHT_KEY = re.compile(r"^(?P<key>.+?)/sequential/diversity_weight$")
-
-
-def non_dominated(points: np.ndarray) -> np.ndarray:
-    """(n,) bool: True where no other row of `points` (n, m) is >= in every column and > in one.
-
-    Every column is maximised. Rows with a NaN are never on the front and dominate nothing.
-    Equal rows do not dominate each other (both stay on the front).
-    """
-    p = np.asarray(points, dtype=np.float64)
-    if p.ndim != 2:
-        raise ValueError(f"points must be a 2-D (n_points, n_objectives) array, got shape {p.shape}")
-    finite = np.isfinite(p).all(axis=1)
-    q = p[finite]
-    geq = (q[None, :, :] >= q[:, None, :]).all(axis=2)  # geq[i, j]: j is >= i everywhere
-    gt = (q[None, :, :] > q[:, None, :]).any(axis=2)  # gt[i, j]: j is > i somewhere
-    out = np.zeros(len(p), dtype=bool)
-    out[finite] = ~(geq & gt).any(axis=1)
-    return out
-
-
-def mark_front(frame: pd.DataFrame, accuracy: str = ACCURACY, diversity: str = DIVERSITY,
-               group: str | None = None) -> pd.DataFrame:
-    """A copy of `frame` with a bool column `non_dominated` (per value of `group`, if given)."""
-    missing = [c for c in (accuracy, diversity, group) if c is not None and c not in frame.columns]
-    if missing:
-        raise ValueError(f"mark_front: columns {missing} are missing; the frame has {list(frame.columns)}")
-    out = frame.copy()
-    out["non_dominated"] = False
-    groups = [(None, out.index)] if group is None else list(out.groupby(group, sort=False).groups.items())
-    for _, idx in groups:
-        pts = out.loc[idx, [accuracy, diversity]].to_numpy(dtype=np.float64)
-        out.loc[idx, "non_dominated"] = non_dominated(pts)
-    out["non_dominated"] = out["non_dominated"].astype(bool)
-    return out
 
 
 def front_plot(frame: pd.DataFrame, path: Path, title: str, accuracy: str = ACCURACY,

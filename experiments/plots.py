@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from pushrl.envs.atomic import write_with  # noqa: E402
+from pushrl.envs.common.atomic import write_with  # noqa: E402
 
 
 def save_figure(fig, path: Path) -> Path:

@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import pandas as pd
 
+from pushrl.experiments.formatting import fmt, fmt_ci
 from pushrl.experiments.outputs import RunFolder
+from pushrl.experiments.run_context import DatasetRun, estimate
 from pushrl.policies.ship import LOGGING
-
-if TYPE_CHECKING:
-    from pushrl.experiments.pipeline import DatasetRun
-
-
-def fmt(x: float) -> str:
-    """Five significant digits: the precision every report table uses."""
-    return f"{x:.5g}"
 
 
 def _ci(i) -> str:
-    return f"{fmt(i.value)} [{fmt(i.ci_low)}, {fmt(i.ci_high)}]"
-
-
-def _estimate(e, estimator: str):
-    return e.estimates[estimator] if estimator in e.estimates else e.estimates["dm"]
+    return fmt_ci(i.value, i.ci_low, i.ci_high)
 
 
 def ship_section(ctx: DatasetRun) -> None:
@@ -63,9 +51,9 @@ def ship_section(ctx: DatasetRun) -> None:
     notes = degenerate_notes(ctx)
     for name, e in evals.items():
         s = sim.loc[name]
-        r = _estimate(e, rec)
+        r = estimate(e, rec)
         label = name if ctx.identified.get(name, True) else f"{name} (model-only)"
-        cells = [_ci(_estimate(ctx.reward_evaluations[t][name], rec)) for t in others]
+        cells = [_ci(estimate(ctx.reward_evaluations[t][name], rec)) for t in others]
         note = "; ".join(filter(None, [notes.get(name, ""), _guardrail_note(decision, name)]))
         md.append(f"| {label} | {fmt(s.simulator_value)} [{fmt(s.ci_low)}, {fmt(s.ci_high)}] | {_ci(r)} | "
                   f"{e.lift(rec) if rec in e.estimates else float('nan'):+.1%} | " + "".join(f"{c} | " for c in cells)
@@ -107,7 +95,7 @@ def shipping_cautions(ctx: DatasetRun) -> list[str]:
 
 def degenerate_notes(ctx: DatasetRun) -> dict[str, str]:
     """Candidates that collapsed onto one action or duplicate a baseline (pushrl.policies.degenerate)."""
-    from pushrl.experiments.agents import BASELINES
+    from pushrl.agents.training import BASELINES
     from pushrl.policies.degenerate import degenerate_notes as notes
 
     baselines = [n for n in ctx.probabilities if n in BASELINES]
@@ -146,3 +134,14 @@ def model_and_fidelity_sections(run: RunFolder, key: str, report, fid: pd.DataFr
 def learning_curves_section(run: RunFolder, key: str) -> None:
     extra = f"\n\n![regret]({key}/regret.png)" if (run.root / key / "regret.png").exists() else ""
     run.add_section(f"{key}: learning curves", f"![learning curves]({key}/learning_curves.png){extra}")
+
+
+def cold_start_note(model) -> list[str]:
+    """A report line naming the catalogue promotions the model never saw in training (scored from features)."""
+    unseen = [a for a, s in zip(model.catalogue_ids, model.net.seen.tolist(), strict=True) if not s]
+    if not unseen:
+        return []
+    how = ("its content path was trained with id dropout" if model.config.id_dropout > 0 else
+           "set `model.id_dropout=0.5` to train that content path (promotion ids switched off on half the rows)")
+    return ["", f"Cold start: {len(unseen)} catalogue promotion(s) have no training rows ({unseen[:10]}); the model "
+            f"scores them from their features only, and OPE flags any policy mass on them; {how}."]

@@ -10,13 +10,15 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
-from pushrl.envs.atomic import write_json, write_text
-from pushrl.envs.describe import describe_data
-from pushrl.envs.leakage import check_leakage
+from pushrl.envs.common.atomic import write_json, write_text
+from pushrl.envs.data.describe import describe_data
+from pushrl.envs.data.leakage import check_leakage
+from pushrl.envs.data.split import split_indices, split_log
 from pushrl.envs.objectives import find_no_push
-from pushrl.envs.split import split_indices, split_log
+from pushrl.experiments.builders import propensity_config
 from pushrl.experiments.data import ESTIMATE, load_data
 from pushrl.experiments.outputs import RunFolder
+from pushrl.experiments.run_context import LoadedLog
 
 console = Console(highlight=False)
 
@@ -26,13 +28,13 @@ def _run_folder() -> RunFolder:
 
 
 def stage_estimate_propensities(data, cfg: DictConfig, run: RunFolder):
-    """data.propensity=estimate: replace the log's propensities by cross-fitted calibrated estimates, and say so."""
-    from pushrl.envs.propensity import (
-        PropensityConfig,
+    """data.propensity=estimate: replace the log's propensities by cross-fitted calibrated estimates, and say so.
+    Returns the log and the estimate (None where logging is deterministic: nothing to estimate)."""
+    from pushrl.envs.data.propensity import (
         estimate_propensities,
         write_reliability_png,
     )
-    from pushrl.envs.regime import classify_regime
+    from pushrl.envs.data.regime import classify_regime
 
     regime = classify_regime(data)
     if regime.regime == "deterministic":
@@ -45,8 +47,8 @@ def stage_estimate_propensities(data, cfg: DictConfig, run: RunFolder):
         console.print(f"  {note}")
         frame = data.frame.assign(propensity=1.0)
         return dataclasses.replace(data, frame=frame, columns=dataclasses.replace(data.columns, has_propensity=True)
-                                   ).with_notes(note)
-    pcfg = PropensityConfig(**OmegaConf.to_container(cfg.propensity_model, resolve=True), seed=int(cfg.seed))
+                                   ).with_notes(note), None
+    pcfg = propensity_config(cfg)
     console.print(f"  estimating propensities (cross-fitted multinomial logit, {pcfg.n_folds} folds, "
                   f"calibration: {pcfg.calibration}) ...")
     est = estimate_propensities(data, pcfg, replace_logged=True)
@@ -58,18 +60,18 @@ def stage_estimate_propensities(data, cfg: DictConfig, run: RunFolder):
           f"![propensity calibration]({cfg.data.name}/propensity_reliability.png)"]
     md += [f"- {w}" for w in est.warnings]
     run.add_section(f"{cfg.data.name}: estimated propensities", "\n".join(md))
-    run.cache["propensity_estimate"] = est
-    return est.data
+    return est.data, est
 
 
-def stage_data(cfg: DictConfig, run: RunFolder):
+def stage_data(cfg: DictConfig, run: RunFolder) -> LoadedLog:
     """Load, validate, describe and split the configured log."""
     console.print(f"[bold]data[/bold]: loading {cfg.data.name} ...")
     data, truth = load_data(cfg.data)
     # before any model sees the features: a feature that nearly determines a reward is refused, naming it
     check_leakage(data, rows=split_indices(data, tuple(cfg.split.fractions), seed=cfg.split.seed)[0])
+    estimate = None
     if cfg.data.propensity == ESTIMATE:
-        data = stage_estimate_propensities(data, cfg, run)
+        data, estimate = stage_estimate_propensities(data, cfg, run)
     desc = describe_data(data)
     write_json(run.path("data", "description.json"), desc.to_dict(), default=str)
     write_text(run.path("data", "description.txt"), desc.to_text() + "\n")
@@ -87,7 +89,7 @@ def stage_data(cfg: DictConfig, run: RunFolder):
     if desc.warnings:
         md += ["", "Warnings:"] + [f"- {w}" for w in desc.warnings]
     if data.timestamp is not None and data.n_rounds >= 400:
-        from pushrl.envs.drift import drift_report
+        from pushrl.envs.data.drift import drift_report
 
         drift = drift_report(data, n_windows=4)
         write_text(run.path(cfg.data.name, "drift.txt"), drift.to_text() + "\n")
@@ -99,7 +101,7 @@ def stage_data(cfg: DictConfig, run: RunFolder):
     md += ["", "Full description: `data/description.txt`."]
     run.add_section(f"{cfg.data.name}: data", "\n".join(md))
     console.print(f"  {data.n_rounds:,} rows, {data.n_actions} promotions; split {sizes}")
-    return data, truth, split
+    return LoadedLog(data, truth, split, estimate)
 
 
 def _embedded_data_config(name: str) -> DictConfig:
@@ -118,7 +120,7 @@ def _embedded_data_config(name: str) -> DictConfig:
 
 def stage_run(cfg: DictConfig, run: RunFolder, stop_after: str | None = None) -> list:
     """The whole pipeline (or up to `stop_after`) on `data` and every dataset in `also`."""
-    from pushrl.experiments.agents import check_agent_names
+    from pushrl.agents.training import check_agent_names
     from pushrl.experiments.pipeline import run_dataset
 
     check_agent_names(list(cfg.agents))
@@ -130,9 +132,8 @@ def stage_run(cfg: DictConfig, run: RunFolder, stop_after: str | None = None) ->
             sub.objective.reward = "auto"  # guardrails or weights (they name the main log's rewards)
             sub.objective.guardrails = {}
             sub.objective.weights = {}
-        data, truth, split = stage_data(sub, run)
-        res = run_dataset(sub, data, split, data_cfg.default_objective, run, data_cfg.name, console.print,
-                          truth=truth, stop_after=stop_after)
+        res = run_dataset(sub, stage_data(sub, run), data_cfg.default_objective, run, data_cfg.name, console.print,
+                          stop_after=stop_after)
         if res is not None:
             results.append(res)
     if _demos_on(cfg):
@@ -150,8 +151,8 @@ def stage_export(cfg: DictConfig, run: RunFolder) -> Path:
     import json
 
     from pushrl.agents.export_policies import export_policy
-    from pushrl.envs.response_model import ResponseModel
-    from pushrl.experiments.agents import SHARED, load_agent, load_catalogue
+    from pushrl.agents.training import SHARED, load_agent, load_catalogue
+    from pushrl.envs.model.response_model import ResponseModel
 
     if not cfg.export.run_dir or not cfg.export.agent:
         raise ValueError("pushrl export needs export.run_dir=<run>/<dataset> and export.agent=<name>")
@@ -197,12 +198,12 @@ def _command(cfg: DictConfig, run: RunFolder) -> tuple[str, Path | None]:
         stage_data(cfg, run)
     elif command == "evaluate":
         from pushrl.experiments.evaluate import evaluate_command
-        from pushrl.experiments.pipeline import resolve_objective
+        from pushrl.experiments.run_context import resolve_objective
 
-        data, _, _ = stage_data(cfg, run)
-        objective = resolve_objective(cfg, data, cfg.data.default_objective)
-        ev, evaluation_path = evaluate_command(cfg, data, run, objective)
-        title = f"pushrl evaluate: {ev.policy} on {data.name}"
+        log = stage_data(cfg, run)
+        objective = resolve_objective(cfg, log.data, cfg.data.default_objective)
+        ev, evaluation_path = evaluate_command(cfg, log, run, objective)
+        title = f"pushrl evaluate: {ev.policy} on {log.data.name}"
     elif command == "export":
         stage_export(cfg, run)
         title = f"pushrl export: {cfg.export.agent}"

@@ -1,4 +1,5 @@
-"""The report's synthetic fidelity check: a simulator learned from logs of a known shop vs the truth.
+"""The report's synthetic fidelity check (wiring and rendering of
+`pushrl.envs.model.fidelity.synthetic_fidelity_table`): a simulator learned from logs of a known shop vs the truth.
 
 Logs are drawn from the synthetic truth (softmax logging), a response model is fitted on the
 training split exactly as `pushrl run` fits one, and on the held-out rows three policies
@@ -10,39 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
-from pushrl.envs.atomic import write_text
-from pushrl.envs.fidelity import mean_ci, synthetic_fidelity
-from pushrl.envs.response_model import ResponseModel, ResponseModelConfig
-from pushrl.envs.split import split_log
-from pushrl.envs.synthetic import SyntheticConfig, generate_log
-
-TOLERANCE = 0.10
-
-
-def synthetic_fidelity_table(n_rows: int = 40_000, seed: int = 0, model_config: ResponseModelConfig | None = None,
-                             logging: str = "uniform") -> pd.DataFrame:
-    """One row per policy: simulated (learned) value, true value, relative error, within 10%; plus logging vs its CI."""
-    data, truth = generate_log(SyntheticConfig(n_rows=n_rows, n_actions=8, n_positions=2, logging=logging, seed=seed))
-    split = split_log(data)
-    # prior strength 1: a 28k-row training split needs less shrinkage than the default tuned for OBD's 38 clicks
-    model = ResponseModel.fit(split.train, split.validation,
-                              model_config or ResponseModelConfig(progress=False, seed=seed, l2=1.0))
-    test = split.test
-    x, seg, recent, pos = truth.row_inputs(test)
-    lc, lr = model.encode(test)
-    q = truth.expected_rewards(x, seg, recent, pos)  # true click rates, once
-    n, a = q.shape
-    worst = (q <= np.median(q, axis=1, keepdims=True)).astype(float)
-    policies = {"random": np.full((n, a), 1 / a), "greedy on the truth": np.eye(a)[q.argmax(axis=1)],
-                "biased (worst half)": worst / worst.sum(axis=1, keepdims=True),
-                "logging policy": truth.logging_probabilities(x, seg, recent, pos)}
-    table = synthetic_fidelity(model.predict(lc, lr, pos)["click"], q, policies, TOLERANCE)
-    m, lo, hi = mean_ci(test.reward("click"))
-    table.attrs["logging_ci"] = (m, lo, hi)
-    return table
+from pushrl.envs.common.atomic import write_text
+from pushrl.envs.model.fidelity import synthetic_fidelity_table
+from pushrl.experiments.formatting import fmt, fmt_ci
 
 
 def synthetic_fidelity_section(run, seed: int, say) -> dict:
@@ -63,10 +34,10 @@ def synthetic_fidelity_section(run, seed: int, say) -> dict:
         inside = lo <= logging_sim <= hi
         md += [f"**{logging} logging**", "", "| policy | simulator | truth | relative error | within 10% |",
                "|---|---|---|---|---|"]
-        md += [f"| {r.policy} | {r.simulated:.5g} | {r.true:.5g} | {r.relative_error:.1%} | "
+        md += [f"| {r.policy} | {fmt(r.simulated)} | {fmt(r.true)} | {r.relative_error:.1%} | "
                f"{'yes' if r.within_tolerance else '**no**'} |" for r in table.itertuples()]
-        md += ["", f"The logging policy's simulated value {logging_sim:.5g} is {'inside' if inside else '**outside**'} "
-               f"the 95% CI of its logged click rate, {m:.5g} [{lo:.5g}, {hi:.5g}].", "",
+        md += ["", f"The logging policy's simulated value {fmt(logging_sim)} is {'inside' if inside else '**outside**'} "
+               f"the 95% CI of its logged click rate, {fmt_ci(m, lo, hi)}.", "",
                f"![synthetic fidelity, {logging} logging](synthetic_fidelity_{logging}.png)", ""]
         out[logging] = {"max_relative_error": float(table["relative_error"].max()),
                         "all_within_tolerance": bool(table["within_tolerance"].all()), "logging_inside_ci": bool(inside)}

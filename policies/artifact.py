@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from pushrl.envs.features import ContextEncoder
+from pushrl.envs.data.features import ContextEncoder
 
 SCHEMA_VERSION = 2  # the newest this pushrl reads; 1 = fixed action set, 2 = adds `catalogue`
 MODEL_FILE = "policy.onnx"

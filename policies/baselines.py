@@ -15,7 +15,6 @@ import numpy as np
 from pushrl.policies.policy import (
     PROBABILITY_ATOL,
     BasePolicy,
-    UniformPolicy,
     check_contexts,
     to_action_dist,
 )
@@ -52,14 +51,6 @@ def _check_probability_rows(p: np.ndarray, n_rows: int, n_actions: int, name: st
         row = int(np.argmax(bad))
         raise ValueError(f"{name} rows must sum to 1; row {row} sums to {sums[row]:.6g}")
     return p
-
-
-class UniformRandom(UniformPolicy):
-    """Every action with probability 1 / n_actions; `n_features` (optional) is checked."""
-
-    def __init__(self, n_actions: int, n_features: int | None = None) -> None:
-        super().__init__(_check_n_actions(n_actions))
-        self.n_features = n_features
 
 
 class MostPopular(BasePolicy):
@@ -247,3 +238,15 @@ class Oracle(BasePolicy):
                 f"actions must be in [0, {self._n_actions}), got {actions.min()}..{actions.max()}"
             )
         return q.max(axis=1) - q[np.arange(q.shape[0]), actions]
+
+
+def logging_replay(actions: np.ndarray, n_actions: int, uniform: np.ndarray | None = None) -> np.ndarray:
+    """(n, n_actions) the logging policy as a simulator replays it on n logged rows: its exact distribution
+    `uniform` (n_actions,) when the log is uniform-random, else the logged action itself (a draw from the
+    logging policy, so the replay is unbiased for its value)."""
+    n = len(actions)
+    if uniform is not None:
+        return np.tile(uniform, (n, 1))
+    out = np.zeros((n, n_actions))
+    out[np.arange(n), actions] = 1.0
+    return out

@@ -24,6 +24,10 @@ value - λ · cost" (pushing only when that beats the no-push), with λ >= 0 the
 smallest value (bisection to relative 1e-12) whose mean cost per user on a
 sample is within budget / n_users. For its own spend this policy is optimal
 on the sample (Everett); on new users the budget holds in expectation only.
+
+Table (`budget_table`): for each budget in `FRACTIONS` (share of users who may
+get a push), the exact allocation's policy valued by the model (its mean
+predicted value) and by SNIPS on the logged rows with their propensities.
 """
 
 from __future__ import annotations
@@ -31,6 +35,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
+
+from pushrl.policies.evaluation import evaluate_policy
+from pushrl.policies.policy import to_action_dist
 
 METHODS = ("auto", "exact", "greedy")
 MAX_DP_CELLS = 20_000_000
@@ -350,3 +358,44 @@ def fit_threshold(values: np.ndarray, costs: np.ndarray, budget: float, n_users:
         lam = hi
     actions = _lagrangian_actions(v, c, lam)
     return ThresholdPolicy(lam, target, float(c[rows, actions].mean()), float(v[rows, actions].mean()))
+
+
+FRACTIONS = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0)
+"""The budgets of `budget_table`, as shares of the users."""
+
+
+def snips_identified(pscore: np.ndarray) -> bool:
+    """Whether SNIPS identifies other policies: not when every logged propensity is 1.0."""
+    return not bool(np.all(np.asarray(pscore) == 1.0))
+
+
+def budget_table(q: np.ndarray, no_push: int, reward: np.ndarray, action: np.ndarray, pscore: np.ndarray,
+                 seed: int, n_bootstrap: int = 200, data_name: str = "log") -> pd.DataFrame:
+    """One row per budget (share of customers who may get a push): allocation, simulator and OPE values.
+
+    q: (n, A) predicted objective per action; no_push: the no-push action's index; reward, action,
+    pscore: (n,) the logged rows. Columns: budget_share, pushes, simulator, snips, ci_low, ci_high;
+    SNIPS and its CI are NaN when every propensity is 1.0.
+    """
+    n, a = q.shape
+    if not 0 <= no_push < a:
+        raise ValueError(f"no_push must be an action index in [0, {a}), got {no_push}")
+    identified = snips_identified(pscore)
+    costs = unit_costs(a, no_push)
+    rows = []
+    for frac in FRACTIONS:
+        budget = frac * n
+        chosen = allocate_budget(q, costs, budget).actions if budget > 0 else np.full(n, no_push)
+        probs = np.eye(a)[chosen]
+        row = {"budget_share": frac, "pushes": int((chosen != no_push).sum()),
+               "simulator": float(q[np.arange(n), chosen].mean()), "snips": np.nan, "ci_low": np.nan,
+               "ci_high": np.nan}
+        if identified:
+            ev = evaluate_policy(policy=f"budget {frac:.0%}", data=data_name, split="test",
+                                 action_dist=to_action_dist(probs, 1), reward=reward, action=action, pscore=pscore,
+                                 position=np.zeros(n, dtype=np.int64), estimated_rewards=to_action_dist(q, 1),
+                                 recommended="snips", n_bootstrap=n_bootstrap, seed=seed)
+            s = ev.estimates["snips"]
+            row |= {"snips": s.value, "ci_low": s.ci_low, "ci_high": s.ci_high}
+        rows.append(row)
+    return pd.DataFrame(rows)

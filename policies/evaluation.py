@@ -147,7 +147,7 @@ def evaluate_policy(
     When `identified` is False (deterministic logging, see the regime check) only DM is
     computed and the IPS family is left out, with a note saying why.
     estimated_rewards_refits (K, n, A, L), K >= 2: `estimated_rewards` of K bootstrap refits
-    of the reward model (`pushrl.envs.model_uncertainty`); None keeps the row-bootstrap CIs.
+    of the reward model (`pushrl.envs.model.model_uncertainty`); None keeps the row-bootstrap CIs.
     """
     settings = settings or EstimatorSettings()
     estimators = settings.build()

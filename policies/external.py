@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pushrl.envs.errors import show
+from pushrl.envs.common.errors import show
 from pushrl.policies.ope.validation import check_distribution_values
 
 LONG_COLUMNS = ("row", "action", "position", "probability")

@@ -89,12 +89,14 @@ class BasePolicy(ABC):
 
 
 class UniformPolicy(BasePolicy):
-    """Every action with probability 1 / n_actions."""
+    """Every action with probability 1 / n_actions (the uniform-random baseline); `n_features` (optional) is
+    checked against the contexts."""
 
-    def __init__(self, n_actions: int) -> None:
-        if n_actions < 1:
-            raise ValueError(f"n_actions must be >= 1, got {n_actions}")
+    def __init__(self, n_actions: int, n_features: int | None = None) -> None:
+        if isinstance(n_actions, bool) or not isinstance(n_actions, int | np.integer) or n_actions < 1:
+            raise ValueError(f"n_actions must be an integer >= 1, got {n_actions!r}")
         self._n_actions = int(n_actions)
+        self.n_features = n_features
 
     @property
     def n_actions(self) -> int:

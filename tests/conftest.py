@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from hypothesis import settings
 
-from pushrl.envs.synthetic import SyntheticConfig, catalogue_frame, make_truth, simulate_rows
+from pushrl.envs.data.synthetic import SyntheticConfig, catalogue_frame, make_truth, simulate_rows
 
 # CI runs the same examples every time (no flaky red builds); locally they vary.
 settings.register_profile("ci", derandomize=True, print_blob=True)

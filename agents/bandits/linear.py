@@ -26,7 +26,7 @@ import numpy as np
 
 from pushrl.agents.bandits.base import BanditAgent, check_int, check_positive
 from pushrl.agents.bandits.ridge import RidgeStats
-from pushrl.envs.probabilities import softmax
+from pushrl.envs.common.probabilities import softmax
 from pushrl.policies.baselines import greedy_probabilities
 from pushrl.policies.policy import check_contexts, sample_actions
 

@@ -18,7 +18,7 @@ Simpson grid (spacing at most √Δt / 10) by convolution with the normal kernel
 each boundary is solved with Brent's method so that the probability of first
 crossing at look k equals the alpha spent there. Accuracy: crossing
 probabilities agree with rpact's to 1e-7 and boundaries with gsDesign's to 1e-4
-(see tests/test_abtest_simulate.py).
+(see tests/policies/abtest/test_simulate.py).
 """
 
 from __future__ import annotations

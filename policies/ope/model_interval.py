@@ -6,15 +6,15 @@ the n evaluation contexts. Its error against the truth V has three parts:
 - sampling: the contexts are a sample (sd s_rows = std_i(v_i) / sqrt(n), or the spread
   of a row bootstrap);
 - model variance: another draw of the training data gives another q_hat. K bootstrap
-  refits of the model (`pushrl.envs.model_uncertainty`) give values V_1..V_K, and
+  refits of the model (`pushrl.envs.model.model_uncertainty`) give values V_1..V_K, and
   s_model = std_k(V_k) (ddof 1);
 - model bias: shrinkage toward the base rate and interactions the model misses
   under a selective logging policy move q_hat the same way in every refit, so no
   refit sees it.
 
-Which part makes intervals miss, measured on synthetic shops (`pushrl.envs.synthetic`,
+Which part makes intervals miss, measured on synthetic shops (`pushrl.envs.data.synthetic`,
 20,000 rows, time split 70/15/15, 17 policies per shop, K = 8, 10 shops per regime;
-tests/test_model_uncertainty.py builds them): under softmax logging the bias. The
+tests/envs/model/test_model_uncertainty.py builds them): under softmax logging the bias. The
 row-only interval covered the truth for 28% (click) and 13% (conversion) of policies;
 with the refits' variance added (below) 69% and 52% (79% and 71% at 50,000 rows),
 against 90% and 85% under uniform logging, where the model is nearly unbiased. The
@@ -160,3 +160,28 @@ def held_out_correction(probabilities: np.ndarray, reward: np.ndarray, action: n
         raise ValueError(f"pscore must be in (0, 1], first bad row {int(np.flatnonzero(~((ps > 0) & (ps <= 1)))[0])}")
     w = p[np.arange(n), a] / ps
     return w * (np.asarray(reward, dtype=np.float64) - np.asarray(q_logged, dtype=np.float64))
+
+
+def simulator_value_interval(probabilities: np.ndarray, q_hat: np.ndarray, q_hat_refits: np.ndarray | None,
+                             alpha: float = 0.05, reward: np.ndarray | None = None, action: np.ndarray | None = None,
+                             pscore: np.ndarray | None = None, nonnegative: bool = False) -> tuple[float, float, float]:
+    """(value, low, high) of a policy in the simulator on n contexts.
+
+    probabilities (n, A) of the policy; q_hat (n, A) the model's expected objective; q_hat_refits (K, n, A) the
+    refits' (None: the sampling interval only). With the logged reward, action and pscore of the same rows the
+    interval also includes the held-out (DR) check of the model's bias (`model_value_interval`); leave them None
+    where the policy's effect is not identified. nonnegative: the value cannot be below 0 (a plain reward).
+    """
+    from pushrl.envs.common.stats import mean_ci
+
+    rows = (probabilities * q_hat).sum(axis=1)
+    if q_hat_refits is None:
+        return mean_ci(rows, alpha, binary=False)
+    corr = refit_corr = None
+    if reward is not None:
+        idx = np.arange(len(rows))
+        corr = held_out_correction(probabilities, reward, action, pscore, q_hat[idx, action])
+        refit_corr = np.stack([held_out_correction(probabilities, reward, action, pscore, q[idx, action])
+                               for q in q_hat_refits])
+    iv = model_value_interval(rows, np.sum(probabilities[None] * q_hat_refits, axis=2), alpha, corr, refit_corr)
+    return iv.value, max(iv.ci_low, 0.0) if nonnegative else iv.ci_low, iv.ci_high

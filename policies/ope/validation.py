@@ -33,7 +33,7 @@ def _first(mask: np.ndarray) -> tuple[int, ...]:
     return tuple(int(i) for i in np.unravel_index(int(np.argmax(mask)), mask.shape))
 
 
-def _fmt(index: tuple[int, ...]) -> str:
+def _index_text(index: tuple[int, ...]) -> str:
     return ", ".join(str(i) for i in index)
 
 
@@ -73,7 +73,7 @@ def check_distribution_values(dist: np.ndarray, name: str = "action_dist", block
                              (block < 0, "is negative; probabilities must be >= 0")):
             if bad.any():
                 i, a, k = _first(bad)
-                raise ValueError(f"{name}[{_fmt((start + i, a, k))}] = {float(block[i, a, k])!r} {problem}")
+                raise ValueError(f"{name}[{_index_text((start + i, a, k))}] = {float(block[i, a, k])!r} {problem}")
         sums = np.matmul(ones, block)  # (rows, L): sum over actions
         off = ~(np.abs(sums - 1.0) <= SUM_ATOL)
         if off.any():
@@ -154,7 +154,7 @@ class OPEInputs:
                 if bad.any():
                     idx = _first(bad)
                     raise ValueError(
-                        f"estimated_rewards_by_reg_model[{_fmt(idx)}] is {float(q_hat[idx])!r}; must be finite"
+                        f"estimated_rewards_by_reg_model[{_index_text(idx)}] is {float(q_hat[idx])!r}; must be finite"
                     )
         position = self.position
         if position is None:

@@ -36,10 +36,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pushrl.envs.atomic import write_json
-from pushrl.envs.catalogue import Catalogue
-from pushrl.envs.logged_data import LoggedData
-from pushrl.envs.schema import LogSchema
+from pushrl.envs.common.atomic import write_json
+from pushrl.envs.data.catalogue import Catalogue
+from pushrl.envs.data.logged_data import LoggedData
+from pushrl.envs.data.schema import LogSchema
 
 logger = logging.getLogger(__name__)
 FILE_PATTERN = re.compile(r"^decisions-(\d{6})\.jsonl$")

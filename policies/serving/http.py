@@ -43,7 +43,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from pushrl.envs.atomic import write_json
+from pushrl.envs.common.atomic import write_json
 from pushrl.policies.artifact import ArtifactError, BusinessRules
 from pushrl.policies.serving.decision_log import DecisionLog
 from pushrl.policies.serving.runtime import PolicyRuntime, RequestError

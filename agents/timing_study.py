@@ -1,0 +1,104 @@
+"""The when-to-push study in the simulator: PPO's recipe, the baselines, the spacing question and the λ sweep.
+
+* `ppo_agent_config(cfg, seed)`: the SB3 PPO settings of `SequentialConfig`.
+* `baseline_policies(dynamics, λ, ...)`: the myopic greedy (and its spacing rules), always-push-uniform
+  and never-push, by their report names.
+* `spacing_comparison(results)`: does the best spacing rule beat the daily myopic greedy, and where
+  does PPO stand against both (paired `compare` on the same users and seeds)?
+* `pareto_sweep(cfg, world, ...)`: one accuracy–diversity point per (agent, λ), the front marked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pushrl.agents.observation_bandit import train_bandit
+from pushrl.agents.rollout import RolloutResult, compare, rollout
+from pushrl.agents.sb3_agents import SB3AgentConfig
+from pushrl.agents.sequential_config import SequentialConfig
+from pushrl.envs.sim.push_env import PushDynamics
+from pushrl.envs.sim.world import World
+from pushrl.policies.pareto import ACCURACY, DIVERSITY, mark_front
+from pushrl.policies.policy import BasePolicy, ConstantPolicy
+from pushrl.policies.timing import AlwaysPushUniform, MyopicGreedy
+
+GREEDY = "greedy_myopic"
+SPACED = "greedy_spaced_"
+"""Prefix of the spacing rules' names: greedy_spaced_k pushes only to users with at most k recent pushes."""
+PPO_CURVE_USERS = 512
+"""Users of each learning-curve evaluation during PPO training (3 seeds each)."""
+SWEEP_METRICS = (ACCURACY, "response_rate", DIVERSITY, "catalogue_coverage", "pushes_per_user", "unsubscribe_rate",
+                 "reward_per_user")
+"""The metrics of each sweep point (each with its _ci_low and _ci_high)."""
+
+
+def ppo_agent_config(cfg: SequentialConfig, seed: int) -> SB3AgentConfig:
+    """PPO for cfg.ppo_timesteps user-days on cfg.n_envs users, two checkpoints, cfg.ppo_curve_points curve points."""
+    eval_freq = max(1, cfg.ppo_timesteps // cfg.ppo_curve_points) if cfg.ppo_curve_points else 0
+    return SB3AgentConfig(algo="ppo", total_timesteps=cfg.ppo_timesteps, n_envs=cfg.n_envs,
+                          learning_rate=cfg.ppo_learning_rate, seed=seed, tensorboard_log=None,
+                          checkpoint_freq=max(1, cfg.ppo_timesteps // 2), eval_freq=eval_freq,
+                          eval_users=PPO_CURVE_USERS, eval_seeds=3,
+                          algo_kwargs={"n_steps": cfg.ppo_n_steps, "ent_coef": cfg.ppo_ent_coef})
+
+
+def baseline_policies(dynamics: PushDynamics, diversity_weight: float, spacing_rules: bool,
+                      fatigue_window: int) -> dict[str, BasePolicy]:
+    """GREEDY, then (with spacing_rules) greedy_spaced_0 .. greedy_spaced_{fatigue_window - 1}, uniform_push and
+    never_push, in that order; λ = diversity_weight (absolute)."""
+    policies: dict[str, BasePolicy] = {GREEDY: MyopicGreedy(dynamics, diversity_weight)}
+    if spacing_rules:
+        for k in range(fatigue_window):
+            policies[f"{SPACED}{k}"] = MyopicGreedy(dynamics, diversity_weight, k)
+    n = dynamics.n_allowed
+    policies["uniform_push"] = AlwaysPushUniform(n)
+    policies["never_push"] = ConstantPolicy(n + 1, n)
+    return policies
+
+
+def spacing_comparison(results: Mapping[str, RolloutResult], challenger: str = "ppo") -> dict[str, Any]:
+    """The best spacing rule (highest reward per user) against GREEDY, and `challenger` against both.
+
+    Keys: best_rule, rule_vs_greedy, ppo_vs_rule, ppo_vs_greedy (each a `compare` dict); {} without rules.
+    """
+    rules = [n for n in results if n.startswith(SPACED)]
+    if not rules or GREEDY not in results:
+        return {}
+    best = max(rules, key=lambda n: results[n].metrics["reward_per_user"].mean)
+    return {"best_rule": best, "rule_vs_greedy": compare(results[best], results[GREEDY]),
+            "ppo_vs_rule": compare(results[challenger], results[best]),
+            "ppo_vs_greedy": compare(results[challenger], results[GREEDY])}
+
+
+def pareto_sweep(cfg: SequentialConfig, world: World, seed: int, eval_seed: int,
+                 say: Callable[[str], Any] = print) -> pd.DataFrame:
+    """One point per (agent, λ): the agent trained (bandits) and evaluated with λ x unit in the reward.
+
+    Columns: point, agent, lambda, lambda_abs, each of SWEEP_METRICS with its CI, non_dominated.
+    """
+    rows = []
+    seeds = iter(np.random.SeedSequence(seed).spawn(len(cfg.pareto_agents) * len(cfg.lambdas)))
+    for agent in cfg.pareto_agents:
+        for lam in cfg.lambdas:
+            ss = next(seeds)
+            lam_abs = lam * world.unit
+            env = world.factory(lam_abs)(cfg.eval_users)
+            if agent == "greedy":
+                policy: BasePolicy = MyopicGreedy(env.dynamics, lam_abs)
+            else:
+                policy, _ = train_bandit(agent, cfg.bandits.get(agent, {}), world, cfg, lam_abs,
+                                         int(ss.generate_state(1)[0] % 2**31))
+            m = rollout(policy, env, None, cfg.eval_seeds, eval_seed).metrics
+            row: dict[str, Any] = {"agent": agent, "lambda": lam, "lambda_abs": lam_abs}
+            for metric in SWEEP_METRICS:
+                row.update({metric: m[metric].mean, f"{metric}_ci_low": m[metric].ci_low,
+                            f"{metric}_ci_high": m[metric].ci_high})
+            rows.append(row)
+        say(f"  λ sweep: {agent} at {len(cfg.lambdas)} λ values done")
+    table = mark_front(pd.DataFrame(rows))
+    table.insert(0, "point", [f"{a}_lambda_{lam:g}" for a, lam in zip(table["agent"], table["lambda"], strict=True)])
+    return table

@@ -1,0 +1,2 @@
+"""Helpers every layer uses: atomic writes, one-line user errors, probability checks, small statistics.
+numpy only."""

@@ -1,0 +1,253 @@
+"""Column-by-column validation of a log chunk. Never drops or repairs a row.
+
+`resolve_features` fixes the feature columns once (from the first chunk), and
+`validate_chunk` checks one chunk and returns it in canonical form:
+
+    action (original id), action_index (int64), position (int64),
+    propensity (float64, if logged), timestamp (UTC), user_id,
+    reward columns (float64), feature columns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from pushrl.envs.common.errors import LoggedDataError, show
+from pushrl.envs.data.catalogue import Catalogue
+from pushrl.envs.data.schema import BINARY_REWARDS, NONNEGATIVE_REWARDS, LogSchema
+
+CANONICAL = ("action", "action_index", "position", "propensity", "timestamp", "user_id")
+
+
+@dataclass(frozen=True)
+class ResolvedColumns:
+    """The columns a log actually has, roles fixed."""
+
+    rewards: tuple[str, ...]
+    numeric_features: tuple[str, ...]
+    categorical_features: tuple[str, ...]
+    has_propensity: bool
+    has_timestamp: bool
+    has_user_id: bool
+    has_position: bool
+
+
+MAX_COLUMNS_SHOWN = 40
+
+
+def _column_list(cols: list[str]) -> str:
+    shown = cols[:MAX_COLUMNS_SHOWN]
+    more = f" ... ({len(cols) - len(shown)} more)" if len(cols) > len(shown) else ""
+    return f"{shown}{more}"
+
+
+def _refuse_unknown_names(cols: list[str], schema: LogSchema, source: str) -> None:
+    """Every name in `features` / `exclude` / the declared feature types must be a column of the file."""
+    present = set(cols)
+    listed = (("data.features names a column that is not in the file", schema.features or ()),
+              ("data.exclude names a column that is not in the file", schema.exclude),
+              ("declared feature column is missing from the file", schema.numeric_features or ()),
+              ("declared feature column is missing from the file", schema.categorical_features or ()))
+    for problem, names in listed:
+        for col in names:
+            if col not in present:
+                raise LoggedDataError(f"{problem} (columns: {_column_list(cols)})", column=col,
+                                      expected="a column of the file, spelled as in its header", source=source)
+
+
+def _is_numeric(series: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
+
+
+def resolve_features(frame: pd.DataFrame, schema: LogSchema, source: str) -> ResolvedColumns:
+    """Check required columns exist and decide the feature columns."""
+    cols = list(frame.columns)
+    required = [schema.action, *schema.rewards]
+    for col in required:
+        if col not in cols:
+            raise LoggedDataError(
+                f"missing required column (columns present: {_column_list(cols)})",
+                column=col,
+                expected=f"the columns {required}",
+                source=source,
+            )
+    _refuse_unknown_names(cols, schema, source)
+    rewards = tuple(schema.rewards) + tuple(r for r in schema.used_optional_rewards if r in cols)
+    declared_num = schema.numeric_features
+    declared_cat = schema.categorical_features
+    if schema.features is not None:
+        chosen = list(schema.features)
+    elif declared_num is None:  # every column without a role; declared categorical ones are forced categorical
+        taken = set(schema.role_columns)
+        chosen = [c for c in cols if c not in taken]
+    else:
+        chosen = [*(declared_num or ()), *(declared_cat or ())]
+    num = tuple(c for c in chosen if c in (declared_num or ()) or (c not in (declared_cat or ()) and _is_numeric(frame[c])))
+    cat = tuple(c for c in chosen if c not in num)
+    clash = [c for c in (*num, *cat) if c in CANONICAL]
+    if clash:
+        raise LoggedDataError(
+            "a feature column uses a reserved name", column=clash[0], expected=f"none of {CANONICAL}", source=source
+        )
+    present = set(cols)
+    return ResolvedColumns(
+        rewards=rewards,
+        numeric_features=num,
+        categorical_features=cat,
+        has_propensity=schema.used(schema.propensity) in present,
+        has_timestamp=schema.used(schema.timestamp) in present,
+        has_user_id=schema.used(schema.user_id) in present,
+        has_position=schema.used(schema.position) in present,
+    )
+
+
+def _numeric(series: pd.Series, column: str, source: str, offset: int, what: str) -> np.ndarray:
+    """A column as float64; refuses non-numbers and missing values, naming the rows."""
+    if pd.api.types.is_bool_dtype(series):
+        series = series.astype(np.float64)
+    if not pd.api.types.is_numeric_dtype(series):
+        coerced = pd.to_numeric(series, errors="coerce")
+        bad = coerced.isna().to_numpy() & series.notna().to_numpy()
+        if bad.any():
+            sample = series[bad].iloc[0]
+            raise LoggedDataError(
+                f"wrong dtype: non-numeric value {show(sample)} (column dtype {series.dtype})",
+                column=column,
+                rows=offset + np.flatnonzero(bad),
+                expected=what,
+                source=source,
+            )
+        series = coerced
+    values = series.to_numpy(dtype=np.float64, na_value=np.nan)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        raise LoggedDataError(
+            "NaN, missing or infinite values",
+            column=column,
+            rows=offset + np.flatnonzero(bad),
+            expected=what,
+            source=source,
+        )
+    return values
+
+
+def _check(bad: np.ndarray, problem: str, column: str, expected: str, source: str, offset: int) -> None:
+    if bad.any():
+        raise LoggedDataError(problem, column=column, rows=offset + np.flatnonzero(bad), expected=expected, source=source)
+
+
+def validate_chunk(
+    frame: pd.DataFrame,
+    schema: LogSchema,
+    resolved: ResolvedColumns,
+    catalogue: Catalogue,
+    source: str,
+    offset: int = 0,
+) -> pd.DataFrame:
+    """Validate one chunk (rows `offset`.. of the file) and return it canonical."""
+    cols = set(frame.columns)
+    needed = {schema.action, *resolved.rewards, *resolved.numeric_features, *resolved.categorical_features}
+    for flag, name in (
+        (resolved.has_propensity, schema.propensity),
+        (resolved.has_timestamp, schema.timestamp),
+        (resolved.has_user_id, schema.user_id),
+        (resolved.has_position, schema.position),
+    ):
+        if flag:
+            needed.add(name)
+    missing = sorted(needed - cols)
+    if missing:
+        raise LoggedDataError("missing column in this chunk", column=missing[0], expected="the same columns throughout", source=source)
+
+    out: dict[str, object] = {}
+    # action
+    action = frame[schema.action]
+    _check(action.isna().to_numpy(), "missing promotion id", schema.action, "a promotion id in every row", source, offset)
+    index = catalogue.index_of(action.to_numpy())
+    unknown = index < 0
+    if unknown.any():
+        ids = sorted({str(v) for v in action.to_numpy()[unknown]})[:5]
+        raise LoggedDataError(
+            f"promotion ids not in the catalogue: {ids}",
+            column=schema.action,
+            rows=offset + np.flatnonzero(unknown),
+            expected=f"one of the {catalogue.n_actions} catalogue ids (e.g. {list(map(str, catalogue.ids[:5]))})",
+            source=source,
+        )
+    out["action"] = action.to_numpy()
+    out["action_index"] = index.astype(np.int64)
+
+    # position
+    if resolved.has_position:
+        pos = _numeric(frame[schema.position], schema.position, source, offset, "integer positions >= 0")
+        _check((pos < 0) | (pos != np.round(pos)), "position is negative or not an integer", schema.position,
+               "integer positions >= 0 (0-based slot)", source, offset)
+        out["position"] = pos.astype(np.int64)
+    else:
+        out["position"] = np.zeros(len(frame), dtype=np.int64)
+
+    # propensity
+    if resolved.has_propensity:
+        p = _numeric(frame[schema.propensity], schema.propensity, source, offset, "a probability in (0, 1]")
+        _check((p <= 0) | (p > 1), "propensity outside (0, 1]", schema.propensity,
+               "0 < propensity <= 1 (the logging policy's probability of the logged action)", source, offset)
+        out["propensity"] = p
+
+    # timestamp
+    if resolved.has_timestamp:
+        raw = frame[schema.timestamp]
+        _check(raw.isna().to_numpy(), "missing timestamp", schema.timestamp, "a timestamp in every row", source, offset)
+        if pd.api.types.is_datetime64_any_dtype(raw):
+            ts = pd.to_datetime(raw, utc=True)
+        else:
+            ts = pd.to_datetime(raw.astype(str), utc=True, errors="coerce", format="ISO8601")
+            bad = ts.isna().to_numpy()
+            if bad.any():
+                sample = raw[bad].iloc[0]
+                raise LoggedDataError(
+                    f"timestamps that do not parse (e.g. {show(sample)})",
+                    column=schema.timestamp,
+                    rows=offset + np.flatnonzero(bad),
+                    expected="ISO 8601 date-times such as '2019-11-24 00:00:34+00:00'",
+                    source=source,
+                )
+        out["timestamp"] = ts.array
+
+    if resolved.has_user_id:
+        uid = frame[schema.user_id]
+        _check(uid.isna().to_numpy(), "missing user id", schema.user_id, "a user id in every row", source, offset)
+        out["user_id"] = uid.to_numpy()
+
+    # rewards
+    for r in resolved.rewards:
+        values = _numeric(frame[r], r, source, offset, "a finite number")
+        if r in BINARY_REWARDS:
+            _check((values != 0) & (values != 1), "value other than 0 or 1", r, "0 or 1", source, offset)
+        if r in NONNEGATIVE_REWARDS:
+            _check(values < 0, "negative value", r, "a value >= 0", source, offset)
+        out[r] = values
+    # money needs a purchase: revenue/spend > 0 only where conversion is 1
+    if "conversion" in out:
+        for r in NONNEGATIVE_REWARDS:
+            if r in out:
+                _check((out[r] > 0) & (out["conversion"] == 0), f"{r} > 0 where conversion is 0", r,
+                       f"{r} = 0 unless conversion = 1", source, offset)
+
+    # features
+    for c in resolved.numeric_features:
+        out[c] = _numeric(frame[c], c, source, offset,
+                          f"a finite number; nothing is filled in silently: fill the gaps in the file (e.g. -1 and a 0/1 "
+                          f"'{c}_missing' column) or drop the column with data.exclude=[{c}]")
+    for c in resolved.categorical_features:
+        values = frame[c]
+        _check(values.isna().to_numpy(), "missing category", c,
+               f"a category in every row; fill the gaps in the file (e.g. 'unknown') or drop the column with "
+               f"data.exclude=[{c}]", source, offset)
+        out[c] = values.astype(str).to_numpy(dtype=object)
+
+    result = pd.DataFrame(out)
+    result.index = pd.RangeIndex(offset, offset + len(frame))
+    return result

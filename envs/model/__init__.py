@@ -1,0 +1,2 @@
+"""The learned user response (torch): the response model, its report, refits, fidelity checks and
+cold start."""

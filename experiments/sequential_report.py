@@ -1,0 +1,195 @@
+"""Report text of the sequential section: the comparison section (setup, agent table, verdict) and the λ-sweep section.
+
+Rendering only: every number comes from `SequentialResults`, built by
+`pushrl.experiments.sequential.sequential_section`; numbers are written with
+`pushrl.experiments.formatting` (fmt, fmt_ci).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pushrl.agents.sequential_config import SequentialConfig
+from pushrl.agents.timing_study import GREEDY, PPO_CURVE_USERS
+from pushrl.envs.sim.world import World
+from pushrl.experiments.formatting import fmt, fmt_ci
+from pushrl.experiments.outputs import RunFolder
+from pushrl.policies.pareto import ACCURACY, DIVERSITY, FLAT, MONOTONE
+
+
+@dataclass(eq=False)
+class SequentialResults:
+    """What the section computed, for the headline metrics and the report text."""
+
+    cfg: SequentialConfig
+    world: World
+    table: pd.DataFrame
+    """One row per agent: every rollout metric with its CI (`RolloutResult.to_frame`)."""
+    comparisons: dict[str, dict[str, Any]]
+    """Bandit name -> `compare(ppo, bandit)`."""
+    spacing: dict[str, Any]
+    """`spacing_comparison(results)` ({} without spacing rules)."""
+    front: pd.DataFrame
+    """`pareto_sweep`'s points."""
+    shapes: dict[str, tuple[str, float]]
+    """Sweep agent -> `front_shape` of its points."""
+    curve: pd.DataFrame
+    """PPO's learning curve."""
+    explained: float | None
+    """Share of context variance the bandits' principal components keep (None without bandits)."""
+    timings: dict[str, float]
+
+
+def _ci(frame: pd.DataFrame, name: str, metric: str) -> str:
+    r = frame.loc[name]
+    return fmt_ci(r[metric], r[f"{metric}_ci_low"], r[f"{metric}_ci_high"])
+
+
+def add_sections(run: RunFolder, key: str, res: SequentialResults) -> None:
+    """The two report sections: the comparison and the λ sweep."""
+    run.add_section(f"{key}: when to push: PPO vs bandits with fatigue and churn on", comparison_markdown(key, res))
+    run.add_section(f"{key}: accuracy–diversity front (λ sweep)", pareto_markdown(key, res))
+
+
+def _setup(res: SequentialResults) -> list[str]:
+    """Who runs where, and the costs in average pushes and in the objective's units."""
+    cfg, world, c, obj = res.cfg, res.world, res.world.config, res.world.label
+    md = [f"Every agent runs in the push simulator over the response model: {len(world.shop.contexts):,} training users "
+          f"as the pool, {cfg.horizon}-day episodes (one push opportunity a day), objective **{obj}**, evaluated on the "
+          f"same {cfg.eval_users:,} users x {cfg.eval_seeds} seeds (95% t-intervals over seeds).", ""]
+    besides = " besides the objective's own push cost" if world.objective_costs else ""
+    md.append(f"Costs are in *average pushes* (1 = the mean expected {obj} of a rested push before push costs = "
+              f"{fmt(world.unit)}): an unsubscribe costs {cfg.unsubscribe_cost:g} ({fmt(c.unsubscribe_penalty)}), a push "
+              f"{cfg.push_cost:g} ({fmt(c.push_cost)}){besides}, λ = {cfg.diversity_weight:g} ({fmt(c.diversity_weight)}) "
+              f"x category novelty. Churn, assumed (`sequential.churn_logit`, `churn_slope`), not learned from this log: "
+              f"P(unsubscribe | push) = sigmoid({c.churn_logit:g} + {c.churn_slope:g} x "
+              f"pushes in the last {c.fatigue_window} days); frequency cap: "
+              + (f"{c.frequency_cap} per {c.cap_window} days." if c.frequency_cap else "none (spacing is the agents' call)."))
+    md += [f"- {n}" for n in world.notes]
+    md += ["", f"Agents: PPO ({cfg.ppo_timesteps:,} user-days); bandits {', '.join(cfg.bandits) or '(none)'} learning online "
+           f"for {cfg.bandit_days} days x {cfg.bandit_users} users (one-day rewards: myopic)"
+           + (f", on the top {cfg.bandit_context_dims} principal components of the context ({res.explained:.0%} of its "
+              "variance) plus the history features" if res.explained is not None else "")
+           + f"; `{GREEDY}` maximises the expected one-day reward with the response model itself; `uniform_push` "
+           "pushes a random promotion every day; `never_push` sends nothing.", ""]
+    return md
+
+
+def comparison_markdown(key: str, res: SequentialResults) -> str:
+    """The comparison section: setup, agent table, verdict, PPO's learning curve, files and timings."""
+    md = _setup(res) + agent_table(res.world, res.table) + ["", verdict(res.table, res.comparisons, res.spacing), ""]
+    curve, timings = res.curve, res.timings
+    if len(curve):
+        first, last = curve.iloc[0], curve.iloc[-1]
+        md.append(f"While training, PPO went from {fmt(first.reward_per_user)} to {fmt(last.reward_per_user)} reward per "
+                  f"user and from {fmt(first.pushes_per_user)} to {fmt(last.pushes_per_user)} pushes per user "
+                  f"({PPO_CURVE_USERS} users x 3 seeds per point; `{key}/ppo/learning_curve.csv`).")
+    md += ["", f"![PPO learning curve]({key}/sequential/ppo_learning_curve.png)", "",
+           f"Table with every metric and CI: `{key}/sequential/sequential.csv`; PPO checkpoints: `{key}/ppo/checkpoints/`. "
+           f"Section time: {timings['total']:.0f} s (PPO {timings['ppo']:.0f} s, bandits {timings['bandits']:.0f} s, "
+           f"evaluation {timings['evaluation']:.0f} s, λ sweep {timings['pareto']:.0f} s)."]
+    return "\n".join(md)
+
+
+def agent_table(world: World, table: pd.DataFrame) -> list[str]:
+    """The comparison table: reward, the objective and every reward per user, response rate, habits, diversity."""
+    columns = [("reward per user [95% CI]", None)]
+    if world.label not in world.rewards:
+        columns.append((f"{world.label} per user", "objective_per_user"))
+    columns += [(f"{r} per user", f"{r}_per_user") for r in world.rewards]
+    if world.response_reward is not None:
+        columns.append((f"{world.response_reward} per push", "response_rate"))
+    columns += [("pushes per user", "pushes_per_user"), ("unsubscribe rate", "unsubscribe_rate"),
+                ("coverage", "catalogue_coverage"), ("novelty", "category_novelty"), ("Gini", "exposure_gini")]
+    md = ["| agent | " + " | ".join(h for h, _ in columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for name in table.index:
+        cells = [_ci(table, name, "reward_per_user") if m is None else fmt(table.loc[name, m]) for _, m in columns]
+        md.append(f"| {name} | " + " | ".join(cells) + " |")
+    return md
+
+
+def _shape_line(agent: str, shape: str, rho: float, pts: pd.DataFrame, acc: str) -> str:
+    """One sweep agent's shape: flat, monotone or not, with the novelty range and whether the CIs cover it."""
+    spread = pts[ACCURACY].max() - pts[ACCURACY].min()
+    width = float(np.nanmean(pts[ACCURACY + "_ci_high"] - pts[ACCURACY + "_ci_low"]))
+    noise = f" (the {acc} differences are within the CIs)" if np.isfinite(width) and spread <= width else ""
+    nov = f"novelty {fmt(pts[DIVERSITY].min())} to {fmt(pts[DIVERSITY].max())}"
+    if shape == FLAT:
+        return (f"- **{agent}: flat** — the same {acc} ({fmt(pts[ACCURACY].iloc[0])}) at every λ while "
+                f"{nov}: here diversity costs no accuracy.")
+    if shape == MONOTONE:
+        return (f"- **{agent}: monotone** — more diversity never came with a higher {acc} (rank correlation "
+                f"{fmt(rho)}; {nov}){noise}.")
+    return (f"- **{agent}: not monotone** — somewhere along the sweep more diversity came with a higher "
+            f"{acc} (rank correlation of {acc} and novelty {fmt(rho)}; {nov}){noise}.")
+
+
+def pareto_markdown(key: str, res: SequentialResults) -> str:
+    """The λ-sweep section: what accuracy and diversity are, the points, and each agent's shape."""
+    acc, front = f"{res.world.label} per push", res.front
+    pm = [f"For each λ (in average pushes; λ x category novelty is added to the reward of every push) the agents "
+          f"{', '.join(res.cfg.pareto_agents)} are run on the same users and seeds. Accuracy = {acc} (the objective the "
+          "pushed promotions earned, per push message), diversity = mean category novelty of the pushed promotions "
+          "(1 = a category the user has not been pushed lately); coverage = share of the pushable catalogue pushed at "
+          "all. Filled points are non-dominated.", "",
+          f"| agent | λ | {acc} [95% CI] | novelty [95% CI] | coverage | pushes per user | non-dominated |",
+          "|---|---|---|---|---|---|---|"]
+    for r in front.to_dict("records"):
+        pm.append(f"| {r['agent']} | {r['lambda']:g} | {fmt_ci(r[ACCURACY], r[ACCURACY + '_ci_low'], r[ACCURACY + '_ci_high'])} | "
+                  f"{fmt_ci(r[DIVERSITY], r[DIVERSITY + '_ci_low'], r[DIVERSITY + '_ci_high'])} | "
+                  f"{fmt(r['catalogue_coverage'])} | {fmt(r['pushes_per_user'])} | {'yes' if r['non_dominated'] else 'no'} |")
+    pm.append("")
+    pm += [_shape_line(agent, shape, rho, front[front["agent"] == agent], acc) for agent, (shape, rho) in res.shapes.items()]
+    pm += ["", f"![accuracy–diversity front]({key}/sequential/pareto.png)", "",
+           f"Points with CIs: `{key}/sequential/pareto.csv`. A Hydra multirun over `sequential.diversity_weight` "
+           "collects every job's agents into one front: `python -m pushrl.experiments.pareto MULTIRUN_DIR`."]
+    return "\n".join(pm)
+
+
+def _paired(cmp: dict[str, Any]) -> str:
+    """The paired difference and, when the CIs overlap but it excludes 0, that it does."""
+    lo, hi = cmp["difference_ci_low"], cmp["difference_ci_high"]
+    text = f"paired difference over the shared seeds {fmt_ci(cmp['difference'], lo, hi)}"
+    if cmp["verdict"] == "overlap" and (lo > 0 or hi < 0):
+        text += ", which excludes 0: on the same users and seeds the difference is real"
+    return text
+
+
+def _spacing_line(table: pd.DataFrame, spacing: dict[str, Any]) -> str:
+    """Does spacing pushes pay, and where PPO stands against the best spacing rule."""
+    rule, rg, pr = spacing["best_rule"], spacing["rule_vs_greedy"], spacing["ppo_vs_rule"]
+    pays = {"better": "**spacing pays** in this simulator (non-overlapping CIs)", "worse": "spacing does not pay here",
+            "overlap": "spacing is not a significant gain by non-overlapping CIs"}[rg["verdict"]]
+    ppo_vs_rule = {"better": "PPO is above it", "worse": "PPO is below it", "overlap": "PPO's CI overlaps it"}[pr["verdict"]]
+    return (f"- Is there anything to learn about *when*? The best spacing rule `{rule}` (the myopic greedy, "
+            f"pushing only to users with at most {rule.rsplit('_', 1)[1]} pushes in the fatigue window) earns "
+            f"{_ci(table, rule, 'reward_per_user')} vs {_ci(table, GREEDY, 'reward_per_user')} for the daily "
+            f"myopic greedy ({_paired(rg)}): {pays}; {ppo_vs_rule} ({_paired(pr)}).")
+
+
+def verdict(table: pd.DataFrame, comparisons: dict[str, dict[str, Any]], spacing: dict[str, Any]) -> str:
+    """PPO against each bandit, how often they push, the spacing question, and the best agent."""
+    if not comparisons:
+        return "No bandits configured: nothing to compare PPO with."
+    lines = []
+    for b, cmp in comparisons.items():
+        what = {"better": f"**PPO beats {b}**: the 95% CIs of reward per user do not overlap",
+                "worse": f"**{b} beats PPO**: the 95% CIs of reward per user do not overlap",
+                "overlap": f"**PPO does not significantly beat {b}**: the 95% CIs of reward per user overlap"}[cmp["verdict"]]
+        lines.append(f"- {what} (PPO {_ci(table, 'ppo', 'reward_per_user')} vs {_ci(table, b, 'reward_per_user')}; "
+                     f"{_paired(cmp)}).")
+
+    def habit(name: str) -> str:
+        return (f"`{name}` {fmt(table.loc[name, 'pushes_per_user'])} pushes per user, unsubscribe rate "
+                f"{fmt(table.loc[name, 'unsubscribe_rate'])}")
+
+    lines.append("- How often they push: " + "; ".join(habit(n) for n in ["ppo", *comparisons]) + ".")
+    if spacing:
+        lines.append(_spacing_line(table, spacing))
+    best = str(table["reward_per_user"].idxmax())
+    lines.append(f"- Highest reward per user: `{best}` ({_ci(table, best, 'reward_per_user')}).")
+    return "\n".join(lines)
