@@ -79,11 +79,25 @@ class SequentialConfig:
     pareto_agents: list[str] = field(default_factory=lambda: ["greedy"])
     """Agents of the sweep: "greedy" (λ-weighted myopic re-ranker, no training) and/or bandit names
     (each learns online with λ x novelty in its reward; costs bandit_days per λ)."""
+    sensitivity_fatigue: list[float] = field(default_factory=lambda: [0.7, 0.85, 1.0])
+    """fatigue_factor values of the sensitivity table (run when the log cannot identify fatigue)."""
+    sensitivity_churn_logit: list[float] = field(default_factory=lambda: [-6.5, -5.5, -4.5])
+    """churn_logit values of the sensitivity table (run when the log cannot identify churn)."""
+    sensitivity_seeds: int = 3
+    """Seeds per cell of the sensitivity table (its agents need no training: the baselines and spacing rules)."""
 
     def __post_init__(self) -> None:
+        for name in ("sensitivity_fatigue", "sensitivity_churn_logit"):
+            values = list(getattr(self, name))
+            if not values or any(isinstance(v, bool) or not isinstance(v, int | float) or not np.isfinite(v)
+                                 for v in values):
+                raise ValueError(f"SequentialConfig.{name} must be a non-empty list of finite numbers, got {values!r}")
+            setattr(self, name, [float(v) for v in values])
+        if any(not 0 < v <= 1 for v in self.sensitivity_fatigue):
+            raise ValueError(f"SequentialConfig.sensitivity_fatigue values must be in (0, 1], got {self.sensitivity_fatigue}")
         for name, low in (("n_users", 1), ("horizon", 1), ("ppo_timesteps", 1), ("n_envs", 1), ("ppo_n_steps", 1), ("ppo_curve_points", 0),
                           ("bandit_days", 1), ("bandit_users", 1), ("bandit_context_dims", 1), ("eval_users", 1),
-                          ("eval_seeds", 2), ("fatigue_window", 1)):
+                          ("eval_seeds", 2), ("fatigue_window", 1), ("sensitivity_seeds", 2)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < low:
                 raise ValueError(f"SequentialConfig.{name} must be an integer >= {low}, got {v!r}")

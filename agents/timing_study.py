@@ -6,10 +6,13 @@
 * `spacing_comparison(results)`: does the best spacing rule beat the daily myopic greedy, and where
   does PPO stand against both (paired `compare` on the same users and seeds)?
 * `pareto_sweep(cfg, world, ...)`: one accuracy–diversity point per (agent, λ), the front marked.
+* `sensitivity_study(cfg, make_world, vary, ...)`: the untrained agents over a grid of the assumed fatigue and
+  churn values (`winner_changes` says whether the best one moves).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -24,11 +27,14 @@ from pushrl.envs.sim.push_env import PushDynamics
 from pushrl.envs.sim.world import World
 from pushrl.policies.pareto import ACCURACY, DIVERSITY, mark_front
 from pushrl.policies.policy import BasePolicy, ConstantPolicy
-from pushrl.policies.timing import AlwaysPushUniform, MyopicGreedy
+from pushrl.policies.timing import AlwaysPushUniform, MyopicGreedy, OptimalTiming
 
 GREEDY = "greedy_myopic"
 SPACED = "greedy_spaced_"
 """Prefix of the spacing rules' names: greedy_spaced_k pushes only to users with at most k recent pushes."""
+OPTIMUM = "optimum"
+"""The DP optimum (pushrl.envs.sim.optimum): exact when λ = 0; with λ > 0 its value is an upper bound and the
+policy plays the relaxed problem's decisions."""
 PPO_CURVE_USERS = 512
 """Users of each learning-curve evaluation during PPO training (3 seeds each)."""
 SWEEP_METRICS = (ACCURACY, "response_rate", DIVERSITY, "catalogue_coverage", "pushes_per_user", "unsubscribe_rate",
@@ -47,13 +53,15 @@ def ppo_agent_config(cfg: SequentialConfig, seed: int) -> SB3AgentConfig:
 
 
 def baseline_policies(dynamics: PushDynamics, diversity_weight: float, spacing_rules: bool,
-                      fatigue_window: int) -> dict[str, BasePolicy]:
-    """GREEDY, then (with spacing_rules) greedy_spaced_0 .. greedy_spaced_{fatigue_window - 1}, uniform_push and
-    never_push, in that order; λ = diversity_weight (absolute)."""
+                      fatigue_window: int, horizon: int | None = None) -> dict[str, BasePolicy]:
+    """GREEDY, then (with spacing_rules) greedy_spaced_0 .. greedy_spaced_{fatigue_window - 1}, with a horizon the
+    DP OPTIMUM (single-message slates), uniform_push and never_push, in that order; λ = diversity_weight (absolute)."""
     policies: dict[str, BasePolicy] = {GREEDY: MyopicGreedy(dynamics, diversity_weight)}
     if spacing_rules:
         for k in range(fatigue_window):
             policies[f"{SPACED}{k}"] = MyopicGreedy(dynamics, diversity_weight, k)
+    if horizon is not None and dynamics.config.slate_size == 1:
+        policies[OPTIMUM] = OptimalTiming.solve(dynamics, horizon)
     n = dynamics.n_allowed
     policies["uniform_push"] = AlwaysPushUniform(n)
     policies["never_push"] = ConstantPolicy(n + 1, n)
@@ -102,3 +110,46 @@ def pareto_sweep(cfg: SequentialConfig, world: World, seed: int, eval_seed: int,
     table = mark_front(pd.DataFrame(rows))
     table.insert(0, "point", [f"{a}_lambda_{lam:g}" for a, lam in zip(table["agent"], table["lambda"], strict=True)])
     return table
+
+
+SENSITIVITY_AGENTS = "baselines and spacing rules"
+"""What the sensitivity table compares in each cell (no training: the grid stays cheap)."""
+
+
+def sensitivity_study(cfg: SequentialConfig, make_world: Callable[[SequentialConfig], World], vary: tuple[str, ...],
+                      eval_seed: int, say: Callable[[str], Any] = print) -> pd.DataFrame:
+    """The untrained agents' comparison re-run over a grid of the assumed dynamics.
+
+    vary: which of ("fatigue", "churn") are assumptions: fatigue varies cfg.sensitivity_fatigue
+    (fatigue_factor), churn varies cfg.sensitivity_churn_logit (churn_logit); the other stays as configured.
+    make_world(settings) builds the world for one cell. Returns one row per (cell, agent): fatigue_factor,
+    churn_logit, agent, reward_per_user with its CI, and `winner` (the cell's best agent by reward per user).
+    """
+    fatigue = cfg.sensitivity_fatigue if "fatigue" in vary else [cfg.fatigue_factor]
+    churn = cfg.sensitivity_churn_logit if "churn" in vary else [cfg.churn_logit]
+    rows = []
+    for f in fatigue:
+        for c in churn:
+            cell = dataclasses.replace(cfg, fatigue_factor=f, churn_logit=c)
+            world = make_world(cell)
+            env = world.factory()(cfg.eval_users)
+            policies = baseline_policies(env.dynamics, world.config.diversity_weight, True, cfg.fatigue_window)
+            cell_rows = []
+            for name, policy in policies.items():
+                m = rollout(policy, env, None, cfg.sensitivity_seeds, eval_seed).metrics["reward_per_user"]
+                cell_rows.append({"fatigue_factor": f, "churn_logit": c, "agent": name, "reward_per_user": m.mean,
+                                  "reward_per_user_ci_low": m.ci_low, "reward_per_user_ci_high": m.ci_high})
+            best = max(cell_rows, key=lambda r: r["reward_per_user"])["agent"]
+            rows += [r | {"winner": best} for r in cell_rows]
+    say(f"  sensitivity: {len(fatigue) * len(churn)} (fatigue, churn) cells x {len(policies)} agents")
+    return pd.DataFrame(rows)
+
+
+def winner_changes(table: pd.DataFrame, cfg: SequentialConfig) -> dict[str, Any]:
+    """The winner at the configured values, each cell's winner, and whether any cell's differs."""
+    cells = table.drop_duplicates(["fatigue_factor", "churn_logit"])
+    winners = {f"fatigue_{r.fatigue_factor:g}_churn_{r.churn_logit:g}": str(r.winner) for r in cells.itertuples()}
+    at = cells[np.isclose(cells["fatigue_factor"], cfg.fatigue_factor) & np.isclose(cells["churn_logit"], cfg.churn_logit)]
+    configured = str(at["winner"].iloc[0]) if len(at) else None
+    return {"winners": winners, "configured_winner": configured,
+            "winner_changes": len(set(winners.values())) > 1}

@@ -20,7 +20,7 @@ from pushrl.experiments.config import COMMANDS
 
 DATASETS = ("obd_all", "obd_men", "obd_women", "hillstrom")
 # Without --reward, the rewards of a log file are the columns of these names it has, in this order.
-KNOWN_REWARDS = ("click", "conversion", "revenue", "visit", "spend", "unsubscribe")
+KNOWN_REWARDS = ("click", "conversion", "revenue", "visit", "spend")
 
 HELP = """\
 usage: pushrl COMMAND [options]
@@ -114,6 +114,8 @@ def _describe_parser() -> _Parser:
     parser.add_argument("--timestamp", default="timestamp", help="timestamp column (default: timestamp)")
     parser.add_argument("--user-id", default="user_id", help="user id column (default: user_id)")
     parser.add_argument("--position", default="position", help="slot position column (default: position)")
+    parser.add_argument("--unsubscribe", default="unsubscribe",
+                        help="0/1 column: the user unsubscribed after that push (default: unsubscribe; the simulator's churn)")
     parser.add_argument("--chunksize", type=_positive_int, default=1_000_000,
                         help="rows read at a time (default: 1000000)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -160,7 +162,8 @@ def _schema(args: argparse.Namespace, header: Sequence[str]) -> Any:
     required, optional = reward_roles(header, args.reward, args.optional_reward, args.exclude or ())
     options: dict[str, Any] = dict(action=args.action, rewards=required, optional_rewards=optional,
                                    propensity=args.propensity, timestamp=args.timestamp, user_id=args.user_id,
-                                   position=args.position, exclude=tuple(args.exclude or ()))
+                                   position=args.position, unsubscribe=args.unsubscribe,
+                                   exclude=tuple(args.exclude or ()))
     if args.feature:  # LogSchema.features: the allow-list of context columns
         options["features"] = tuple(args.feature)
     return LogSchema(**options)

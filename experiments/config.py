@@ -36,6 +36,7 @@ class DataConfig:
     timestamp: str | None = "timestamp"
     user_id: str | None = "user_id"
     position: str | None = "position"
+    unsubscribe: str | None = "unsubscribe"  # 0/1 outcome column (the response model's churn head; not a reward), None: off
     n_positions: int | None = None
     features: list[str] | None = None  # allow-list of context columns (None: every column without a role)
     exclude: list[str] = field(default_factory=list)  # columns to ignore entirely
@@ -43,6 +44,11 @@ class DataConfig:
     reward_chain: list[str] = field(default_factory=list)  # e.g. [click, conversion]: each modelled given the one before
     no_push_action: str | None = None  # the action id that means "push nothing" (Hillstrom: "No E-Mail")
     default_objective: str = "click"  # what `objective=auto` optimises on this log
+    # auto: with user_id, timestamp and repeat users (and no `recent_pushes` column of its own), derive each
+    # user's push history before every row (pushrl.envs.data.history); `recent_pushes` feeds the response model's
+    # fatigue input, the rest is summarised in the report (not a context feature). off: never.
+    history: str = "auto"
+    history_half_life_days: float = 7.0  # half-life of the decayed past response rate in the history summary
     # synthetic only
     n_rows: int = 20_000
     n_users: int = 2_000

@@ -47,6 +47,8 @@ def load_data(cfg) -> tuple[LoggedData, SyntheticTruth | None]:
             timestamp=cfg.timestamp,
             user_id=cfg.user_id,
             position=cfg.position,
+            unsubscribe=cfg.unsubscribe,
+            no_push_action=cfg.no_push_action,
             features=None if cfg.features is None else tuple(cfg.features),
             categorical_features=tuple(cfg.categorical) or None,
             exclude=tuple(cfg.exclude),

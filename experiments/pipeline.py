@@ -320,7 +320,10 @@ def stage_sequential(ctx: DatasetRun) -> None:
                              objective=ctx.objective, no_push_action=ctx.no_push, key=ctx.key, run=ctx.run,
                              seed=int(ctx.cfg.seed), say=ctx.say)
     # wall-clock seconds are in the report text; metrics.json holds only reproducible numbers
+    dynamics = seq.pop("dynamics", None)
     ctx.run.add_metrics(f"{ctx.key}/sequential", {k: v for k, v in seq.items() if k != "seconds"})
+    if dynamics is not None:
+        ctx.run.add_metrics(f"{ctx.key}/dynamics", dynamics)
 
 
 def stage_budget(ctx: DatasetRun) -> None:

@@ -35,15 +35,19 @@ from pushrl.agents.rollout import RolloutResult, compare, rollout
 from pushrl.agents.sb3_agents import train_sb3
 from pushrl.agents.sequential_config import SequentialConfig, as_sequential_config
 from pushrl.agents.timing_study import (
+    OPTIMUM,
     PPO_CURVE_USERS,
     baseline_policies,
     pareto_sweep,
     ppo_agent_config,
+    sensitivity_study,
     spacing_comparison,
+    winner_changes,
 )
 from pushrl.envs.common.atomic import write_text
 from pushrl.envs.model.response import ResponseFunction
 from pushrl.envs.sim.batched_env import BatchedPushEnv
+from pushrl.envs.sim.dynamics_summary import DynamicsSummary, summarise_dynamics
 from pushrl.envs.sim.env_config import EnvObjective
 from pushrl.envs.sim.world import World, build_world
 from pushrl.experiments.outputs import RunFolder
@@ -111,11 +115,23 @@ def sequential_section(cfg_seq: Any, *, model: ResponseFunction, pool_contexts: 
         write_text(out_dir / "pareto.csv", front.to_csv(index=False))
         front_plot(front.assign(label=[f"{a} λ={lam:g}" for a, lam in zip(front["agent"], front["lambda"], strict=True)]),
                    out_dir / "pareto.png", f"{key}: accuracy–diversity front over λ ({', '.join(cfg.pareto_agents)})")
+    dynamics = summarise_dynamics(eval_env.dynamics, world.shop.contexts)
+    dynamics_plot(dynamics, out_dir / "dynamics.png", f"{key}: fatigue and churn by recent pushes ({dynamics.source})")
+    sensitivity, sensitivity_summary = None, None
+    if dynamics.assumed_parts and cfg.spacing_rules:
+        with _timed(timings, "sensitivity"):
+            def make_world(settings: SequentialConfig) -> World:
+                return build_world(settings, model, pool_contexts, categories, action_ids, objective, no_push_action,
+                                   np.random.default_rng(ss_pool))
+
+            sensitivity = sensitivity_study(cfg, make_world, dynamics.assumed_parts, eval_seed, say)
+            sensitivity_summary = winner_changes(sensitivity, cfg)
+            write_text(out_dir / "sensitivity.csv", sensitivity.to_csv(index=False))
     timings["total"] = time.perf_counter() - t_start
     res = SequentialResults(cfg, world, table, {b: compare(results["ppo"], results[b]) for b in cfg.bandits},
                             spacing_comparison(results), front,
                             {a: front_shape(front[front["agent"] == a]) for a in cfg.pareto_agents}, curve, explained,
-                            timings)
+                            timings, dynamics, sensitivity, sensitivity_summary)
     add_sections(run, key, res)
     say(f"  sequential section done in {timings['total']:.0f} s")
     return headline(res)
@@ -143,10 +159,15 @@ def _evaluate(cfg: SequentialConfig, world: World, eval_env: BatchedPushEnv, tra
               eval_seed: int, say: Callable[[str], Any]) -> tuple[pd.DataFrame, dict[str, RolloutResult]]:
     """Every agent and the baselines in eval_env (cfg.eval_users users) x cfg.eval_seeds seeds: the table and rollouts."""
     policies = trained | baseline_policies(eval_env.dynamics, world.config.diversity_weight, cfg.spacing_rules,
-                                           cfg.fatigue_window)
+                                           cfg.fatigue_window, horizon=world.horizon)
     say(f"  evaluating {len(policies)} agents on {cfg.eval_users:,} users x {cfg.eval_seeds} seeds")
     results = {name: rollout(p, eval_env, None, cfg.eval_seeds, eval_seed) for name, p in policies.items()}
-    return pd.concat([r.to_frame(name) for name, r in results.items()]), results
+    table = pd.concat([r.to_frame(name) for name, r in results.items()])
+    if OPTIMUM in policies:
+        result = policies[OPTIMUM].result
+        table.attrs["optimum"] = {"reward_per_user": result.mean, "exact": bool(result.exact), "method": result.method,
+                                  "simulated": float(table.loc[OPTIMUM, "reward_per_user"])}
+    return table, results
 
 
 def headline(res: SequentialResults) -> dict[str, Any]:
@@ -169,11 +190,37 @@ def headline(res: SequentialResults) -> dict[str, Any]:
         "ppo_vs_bandits": comparisons,
         "ppo_beats_bandits": bool(comparisons) and all(c["verdict"] == "better" for c in comparisons.values()),
         "spacing": res.spacing,
+        "optimum": optimum_metrics(table),
         "pareto": points,
         "pareto_monotone": {a: m[0] != NOT_MONOTONE for a, m in res.shapes.items()},
         "pareto_shape": {a: m[0] for a, m in res.shapes.items()},
         "seconds": res.timings,
+        "dynamics": res.dynamics.metrics() | ({"sensitivity": res.sensitivity_summary}
+                                              if res.sensitivity_summary is not None else {}),
     }
+
+
+def optimum_metrics(table: pd.DataFrame) -> dict[str, Any]:
+    """The DP optimum's exact value per user, how it was computed, and each agent's share of it ({} without)."""
+    opt = table.attrs.get("optimum")
+    if not opt:
+        return {}
+    value = opt["reward_per_user"]
+    share = {a: float(table.loc[a, "reward_per_user"] / value) if value > 0 else float("nan") for a in table.index}
+    return opt | {"share_of_optimum": share}
+
+
+def dynamics_plot(d: DynamicsSummary, path: Path, title: str) -> Path:
+    """Fatigue multiplier and P(unsubscribe | push) against the pushes in the fatigue window."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    r = list(d.fatigue_multiplier)
+    axes[0].plot(r, list(d.fatigue_multiplier.values()), "o-")
+    axes[0].set(xlabel="pushes in the fatigue window", ylabel="fatigue multiplier", title=f"fatigue ({d.fatigue_source})")
+    axes[1].plot(r, list(d.unsubscribe_probability.values()), "o-", color="C3")
+    axes[1].set(xlabel="pushes in the fatigue window", ylabel="P(unsubscribe | push)", title=f"churn ({d.churn_source})")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, path)
 
 
 def learning_curve_plot(curve: pd.DataFrame, references: pd.DataFrame, path: Path, title: str) -> Path:

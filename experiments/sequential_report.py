@@ -15,6 +15,7 @@ import pandas as pd
 
 from pushrl.agents.sequential_config import SequentialConfig
 from pushrl.agents.timing_study import GREEDY, PPO_CURVE_USERS
+from pushrl.envs.sim.dynamics_summary import DynamicsSummary
 from pushrl.envs.sim.world import World
 from pushrl.experiments.formatting import fmt, fmt_ci
 from pushrl.experiments.outputs import RunFolder
@@ -42,6 +43,12 @@ class SequentialResults:
     explained: float | None
     """Share of context variance the bandits' principal components keep (None without bandits)."""
     timings: dict[str, float]
+    dynamics: DynamicsSummary | None = None
+    """Fatigue and churn by recent pushes, and whether the log taught them."""
+    sensitivity: pd.DataFrame | None = None
+    """`sensitivity_study` rows (None when the dynamics are learned)."""
+    sensitivity_summary: dict[str, Any] | None = None
+    """`winner_changes` of the sensitivity rows."""
 
 
 def _ci(frame: pd.DataFrame, name: str, metric: str) -> str:
@@ -53,6 +60,52 @@ def add_sections(run: RunFolder, key: str, res: SequentialResults) -> None:
     """The two report sections: the comparison and the λ sweep."""
     run.add_section(f"{key}: when to push: PPO vs bandits with fatigue and churn on", comparison_markdown(key, res))
     run.add_section(f"{key}: accuracy–diversity front (λ sweep)", pareto_markdown(key, res))
+    if res.dynamics is not None:
+        run.add_section(f"{key}: what the simulator assumes about timing", dynamics_markdown(key, res))
+
+
+def dynamics_markdown(key: str, res: SequentialResults) -> str:
+    """Fatigue and churn by recent pushes, their source, and (where assumed) the sensitivity table."""
+    d, cfg = res.dynamics, res.cfg
+    source = {"learned": "learned from the log", "assumed": "assumed (config), not learned from this log"}
+    md = [f"Dynamics source: **{d.source}**. Fatigue: {source[d.fatigue_source]}"
+          + (f" (`sequential.fatigue_factor` = {cfg.fatigue_factor:g})" if d.fatigue_source == "assumed" else "")
+          + f"; churn: {source[d.churn_source]}"
+          + (f" (`sequential.churn_logit` = {cfg.churn_logit:g}, `churn_slope` = {cfg.churn_slope:g})"
+             if d.churn_source == "assumed" else " (the response model's unsubscribe head)") + ".", "",
+          f"| pushes in the last {cfg.fatigue_window} days | fatigue multiplier | P(unsubscribe \\| push) |",
+          "|---|---|---|"]
+    md += [f"| {r} | {fmt(d.fatigue_multiplier[r])} | {fmt(d.unsubscribe_probability[r])} |" for r in d.fatigue_multiplier]
+    md += ["", "The fatigue multiplier is a push's expected objective after r recent pushes relative to a rested push, "
+           "averaged over the pool's users and the pushable promotions.", "",
+           f"![fatigue and churn]({key}/sequential/dynamics.png)"]
+    if res.sensitivity is not None and len(res.sensitivity):
+        md += ["", _sensitivity_markdown(res.sensitivity, res.sensitivity_summary or {}, d.assumed_parts)]
+    elif d.source == "assumed":
+        md += ["", "No sensitivity table: it needs `sequential.spacing_rules`."]
+    return "\n".join(md)
+
+
+def _sensitivity_markdown(table: pd.DataFrame, summary: dict[str, Any], parts: tuple[str, ...]) -> str:
+    """Winner (and its reward per user) of each cell of the assumed fatigue x churn grid."""
+    cells = table[table["agent"] == table["winner"]]
+    fatigue = sorted(cells["fatigue_factor"].unique())
+    churn = sorted(cells["churn_logit"].unique())
+    md = [f"Sensitivity to the assumed {' and '.join(parts)}: the untrained agents (baselines and spacing rules) "
+          "re-run with other values; each cell names the winner and its reward per user.", "",
+          "| fatigue_factor \\ churn_logit | " + " | ".join(f"{c:g}" for c in churn) + " |",
+          "|---" * (len(churn) + 1) + "|"]
+    for f in fatigue:
+        row = []
+        for c in churn:
+            hit = cells[(cells["fatigue_factor"] == f) & (cells["churn_logit"] == c)]
+            row.append(f"`{hit['winner'].iloc[0]}` {fmt(hit['reward_per_user'].iloc[0])}" if len(hit) else "")
+        md.append(f"| {f:g} | " + " | ".join(row) + " |")
+    changes = summary.get("winner_changes")
+    md += ["", ("**The winner changes** across these values: which timing rule is best rests on the assumption; "
+                "log repeat users with `user_id`, `timestamp` (and an `unsubscribe` column) to learn it."
+                if changes else "The winner is the same in every cell: the choice does not rest on these values.")]
+    return "\n".join(md)
 
 
 def _setup(res: SequentialResults) -> list[str]:
@@ -65,9 +118,7 @@ def _setup(res: SequentialResults) -> list[str]:
     md.append(f"Costs are in *average pushes* (1 = the mean expected {obj} of a rested push before push costs = "
               f"{fmt(world.unit)}): an unsubscribe costs {cfg.unsubscribe_cost:g} ({fmt(c.unsubscribe_penalty)}), a push "
               f"{cfg.push_cost:g} ({fmt(c.push_cost)}){besides}, λ = {cfg.diversity_weight:g} ({fmt(c.diversity_weight)}) "
-              f"x category novelty. Churn, assumed (`sequential.churn_logit`, `churn_slope`), not learned from this log: "
-              f"P(unsubscribe | push) = sigmoid({c.churn_logit:g} + {c.churn_slope:g} x "
-              f"pushes in the last {c.fatigue_window} days); frequency cap: "
+              f"x category novelty. " + _churn_text(res) + "; frequency cap: "
               + (f"{c.frequency_cap} per {c.cap_window} days." if c.frequency_cap else "none (spacing is the agents' call)."))
     md += [f"- {n}" for n in world.notes]
     md += ["", f"Agents: PPO ({cfg.ppo_timesteps:,} user-days); bandits {', '.join(cfg.bandits) or '(none)'} learning online "
@@ -77,6 +128,15 @@ def _setup(res: SequentialResults) -> list[str]:
            + f"; `{GREEDY}` maximises the expected one-day reward with the response model itself; `uniform_push` "
            "pushes a random promotion every day; `never_push` sends nothing.", ""]
     return md
+
+
+def _churn_text(res: SequentialResults) -> str:
+    c = res.world.config
+    if res.dynamics is not None and res.dynamics.churn_source == "learned":
+        return "Churn, learned from the log: P(unsubscribe | push) is the response model's unsubscribe head"
+    return (f"Churn, assumed (`sequential.churn_logit`, `churn_slope`), not learned from this log: "
+            f"P(unsubscribe | push) = sigmoid({c.churn_logit:g} + {c.churn_slope:g} x pushes in the last "
+            f"{c.fatigue_window} days)")
 
 
 def comparison_markdown(key: str, res: SequentialResults) -> str:

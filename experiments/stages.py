@@ -63,6 +63,52 @@ def stage_estimate_propensities(data, cfg: DictConfig, run: RunFolder):
     return est.data, est
 
 
+HISTORY_MODES = ("auto", "off")
+
+
+def stage_history(data, cfg: DictConfig, run: RunFolder):
+    """data.history=auto: on a log with user_id, timestamp and repeat users (and no recent-push column of its own),
+    derive each user's push history before every row (pushrl.envs.data.history). Only `recent_pushes` (window
+    `sequential.fatigue_window`) joins the log, as a frame column the response model reads as its separate fatigue
+    input, never a context feature; the other history columns are summarised in `<dataset>/history.csv` and the
+    data section, and are not added as context features: the simulator cannot update them day by day.
+    Returns the log and the report lines."""
+    from pushrl.envs.data.history import (
+        RECENT,
+        history_skip_reason,
+        history_summary,
+        log_history,
+        with_log_column,
+    )
+
+    mode = cfg.data.get("history", "auto")
+    if mode not in HISTORY_MODES:
+        raise ValueError(f"data.history must be one of {list(HISTORY_MODES)}, got {mode!r}")
+    column = cfg.model.recent_pushes_column
+    if mode == "off" or column is None:
+        return data, []
+    reason = history_skip_reason(data, column)
+    if reason is not None:  # the embedded samples (no user_id) say nothing: their report stays as it was
+        return data, ([f"push history not derived: {reason}"] if cfg.data.kind == "file" else [])
+    ids = data.action_ids
+    no_push = None if cfg.data.no_push_action is None else ids[find_no_push(ids, cfg.data.no_push_action)]
+    binary = [r for r in data.reward_names if np.isin(data.reward(r), (0.0, 1.0)).all()]
+    category = "category" if "category" in data.catalogue.features.columns else None
+    history = log_history(data, no_push, window=float(cfg.sequential.fatigue_window), reward=binary[0] if binary else None,
+                          half_life_days=float(cfg.data.history_half_life_days), category_column=category)
+    data = with_log_column(data, column, history[RECENT].to_numpy())
+    summary = history_summary(data, history, no_push)
+    write_text(run.path(cfg.data.name, "history.csv"), history.describe().T.to_csv())
+    run.add_metrics(f"{cfg.data.name}/data/history", summary)
+    md = [f"- push history derived from the log (strictly before each row): {summary['repeat_users']:,.0f} of "
+          f"{summary['users']:,.0f} users are repeat users, {summary['pushes_per_user']:.3g} pushes per user, median "
+          f"gap between a user's pushes {summary['median_gap_days']:.3g} days; `{column}` (pushes in the last "
+          f"{cfg.sequential.fatigue_window} days, mean {summary['mean_' + RECENT]:.3g}) is the response model's "
+          f"fatigue input. The other history columns are summarised in `{cfg.data.name}/history.csv`, not used as "
+          "features."]
+    return data.with_notes(f"{column} derived from user_id and timestamp (data.history=auto)"), md
+
+
 def stage_data(cfg: DictConfig, run: RunFolder) -> LoadedLog:
     """Load, validate, describe and split the configured log."""
     console.print(f"[bold]data[/bold]: loading {cfg.data.name} ...")
@@ -72,6 +118,7 @@ def stage_data(cfg: DictConfig, run: RunFolder) -> LoadedLog:
     estimate = None
     if cfg.data.propensity == ESTIMATE:
         data, estimate = stage_estimate_propensities(data, cfg, run)
+    data, history_md = stage_history(data, cfg, run)
     desc = describe_data(data)
     write_json(run.path("data", "description.json"), desc.to_dict(), default=str)
     write_text(run.path("data", "description.txt"), desc.to_text() + "\n")
@@ -83,7 +130,7 @@ def stage_data(cfg: DictConfig, run: RunFolder) -> LoadedLog:
           f"logging regime **{desc.logging_regime}**.", ""]
     md += [f"- {n}" for n in data.notes]
     md += [f"- split ({split.method}): train {sizes['train']:,}, validation {sizes['validation']:,}, test {sizes['test']:,} rows",
-           f"- {split.note}", ""]
+           f"- {split.note}", *history_md, ""]
     md += ["| reward | mean | events |", "|---|---|---|"]
     md += [f"| {r} | {v:.5g} | {desc.reward_events[r]:.0f} |" for r, v in desc.rewards.items()]
     if desc.warnings:

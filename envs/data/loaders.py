@@ -18,7 +18,12 @@ from pushrl.envs.common.errors import LoggedDataError
 from pushrl.envs.data.catalogue import Catalogue
 from pushrl.envs.data.logged_data import LoggedData, catalogue_from_log
 from pushrl.envs.data.schema import LogSchema
-from pushrl.envs.data.validation import ResolvedColumns, resolve_features, validate_chunk
+from pushrl.envs.data.validation import (
+    UNSUBSCRIBE_OBSERVED,
+    ResolvedColumns,
+    resolve_features,
+    validate_chunk,
+)
 
 DEFAULT_CHUNKSIZE = 1_000_000
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
@@ -144,14 +149,15 @@ def load_log(
     parts = [chunk for chunk, _, _ in chunks]
     _, resolved, cat = chunks[-1]
     frame = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
-    return LoggedData.from_canonical(frame, cat, resolved, n_positions, name or Path(path).stem, str(path))
+    return LoggedData.from_canonical(frame, cat, resolved, n_positions, name or Path(path).stem, str(path),
+                                     schema.no_push_action)
 
 
 def save_log(data: LoggedData, path: str | os.PathLike[str]) -> Path:
     """Write a LoggedData's rows to Parquet (atomically) in a form `load_log` reads back."""
     from pushrl.envs.common.atomic import write_with
 
-    frame = data.frame.drop(columns=["action_index"])
+    frame = data.frame.drop(columns=["action_index", UNSUBSCRIBE_OBSERVED], errors="ignore")
     if not data.columns.has_propensity and "propensity" in frame:
         frame = frame.drop(columns=["propensity"])
     return write_with(path, lambda tmp: frame.to_parquet(tmp, index=False, engine="pyarrow"))

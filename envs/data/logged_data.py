@@ -3,7 +3,9 @@
 Arrays handed to the rest of pushrl (batch first, n = n_rounds):
     action (n,) int64 index into the catalogue, position (n,) int64 0-based,
     pscore (n,) float64 logging propensity (None if not logged),
-    reward(name) (n,) float64, timestamp (n,) datetime64[ns, UTC] or None.
+    reward(name) (n,) float64, timestamp (n,) datetime64[ns, UTC] or None,
+    unsubscribe (n,) float64 0/1 or None (an outcome, never among `reward_names`),
+    unsubscribe_observed (n,) bool (False on a user's rows after their first unsubscribe).
 """
 
 from __future__ import annotations
@@ -18,7 +20,15 @@ from pushrl.envs.common.errors import LoggedDataError
 from pushrl.envs.data.catalogue import Catalogue
 from pushrl.envs.data.leakage import suspicious_columns
 from pushrl.envs.data.schema import LogSchema
-from pushrl.envs.data.validation import ResolvedColumns, resolve_features, validate_chunk
+from pushrl.envs.data.validation import (
+    UNSUBSCRIBE,
+    UNSUBSCRIBE_OBSERVED,
+    ResolvedColumns,
+    pushes_after_unsubscribe,
+    resolve_features,
+    unsubscribe_observed,
+    validate_chunk,
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -33,7 +43,8 @@ class LoggedData:
         name: a short label (file name or dataset name) used in reports.
         notes: facts a user must be told (e.g. how the log was split).
         warnings: context features that look like a role (a probability, an outcome, an id, a timestamp),
-            by name, each saying how to declare or drop it (`pushrl.envs.data.leakage.suspicious_columns`).
+            by name, each saying how to declare or drop it (`pushrl.envs.data.leakage.suspicious_columns`);
+            and users still pushed after unsubscribing (`pushrl.envs.data.validation.pushes_after_unsubscribe`).
     """
 
     frame: pd.DataFrame
@@ -63,7 +74,7 @@ class LoggedData:
         if catalogue is None:
             catalogue = catalogue_from_log(frame, schema, source)
         canonical = validate_chunk(frame.reset_index(drop=True), schema, resolved, catalogue, source)
-        return cls.from_canonical(canonical, catalogue, resolved, n_positions, name, source)
+        return cls.from_canonical(canonical, catalogue, resolved, n_positions, name, source, schema.no_push_action)
 
     @classmethod
     def from_canonical(
@@ -74,8 +85,10 @@ class LoggedData:
         n_positions: int | None,
         name: str,
         source: str,
+        no_push_action: object | None = None,
     ) -> LoggedData:
-        """Wrap already-validated canonical rows; checks the position range and notes look-alike features."""
+        """Wrap already-validated canonical rows; checks the position range, notes look-alike features and users
+        pushed after unsubscribing (`no_push_action`: the id whose rows are not pushes; None: every row is one)."""
         seen = int(canonical["position"].max()) + 1 if len(canonical) else 1
         if n_positions is None:
             n_positions = seen
@@ -90,6 +103,11 @@ class LoggedData:
             )
         canonical = canonical.reset_index(drop=True)
         warnings = tuple(suspicious_columns(canonical, resolved))
+        if resolved.has_unsubscribe:
+            canonical[UNSUBSCRIBE_OBSERVED] = unsubscribe_observed(canonical)  # kept through splits and subsets
+            late = pushes_after_unsubscribe(canonical, _action_index(catalogue, no_push_action),
+                                            resolved.unsubscribe_column)
+            warnings += (late,) if late else ()
         return cls(canonical, catalogue, resolved, int(n_positions), name, warnings=warnings)
 
     # arrays -------------------------------------------------------------------------
@@ -128,6 +146,24 @@ class LoggedData:
         return self.frame["user_id"].to_numpy() if self.columns.has_user_id else None
 
     @property
+    def has_unsubscribe(self) -> bool:
+        """Whether the log has an unsubscribe column (`LogSchema.unsubscribe`)."""
+        return self.columns.has_unsubscribe
+
+    @property
+    def unsubscribe(self) -> np.ndarray | None:
+        """(n,) float64 0/1 unsubscribe outcome, or None without the column."""
+        return self.frame[UNSUBSCRIBE].to_numpy(dtype=np.float64) if self.columns.has_unsubscribe else None
+
+    @property
+    def unsubscribe_observed(self) -> np.ndarray:
+        """(n,) bool: rows whose unsubscribe is observed (the user had not unsubscribed at an earlier time in the
+        whole log this one was split from); all True without an unsubscribe column."""
+        if UNSUBSCRIBE_OBSERVED in self.frame:
+            return self.frame[UNSUBSCRIBE_OBSERVED].to_numpy(dtype=bool)
+        return unsubscribe_observed(self.frame)
+
+    @property
     def reward_names(self) -> tuple[str, ...]:
         return self.columns.rewards
 
@@ -161,6 +197,17 @@ class LoggedData:
         h.update(pd.util.hash_pandas_object(self.frame, index=False).to_numpy().tobytes())
         h.update(pd.util.hash_pandas_object(self.catalogue.features.reset_index(), index=False).to_numpy().tobytes())
         return h.hexdigest()
+
+
+def _action_index(catalogue: Catalogue, action_id: object | None) -> int | None:
+    """Catalogue index of an action id (matched as given, else by its text: a config's "0" is the id 0); None if absent."""
+    if action_id is None:
+        return None
+    found = int(catalogue.index_of(np.array([action_id], dtype=object))[0])
+    if found >= 0:
+        return found
+    text = [str(i) for i in catalogue.ids.tolist()]
+    return text.index(str(action_id)) if str(action_id) in text else None
 
 
 def catalogue_from_log(frame: pd.DataFrame, schema: LogSchema, source: str) -> Catalogue:

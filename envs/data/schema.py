@@ -9,7 +9,10 @@ unless listed in `numeric_features` / `categorical_features`.
 
 `exclude` names columns to ignore entirely: never a feature, never validated.
 Excluding an optional role's column (an optional reward, the propensity,
-timestamp, user id or position) turns that role off, as if it were absent.
+timestamp, user id, position or unsubscribe) turns that role off, as if it were absent.
+
+`unsubscribe` is an outcome, not a reward: a 0/1 column (1 = the user unsubscribed after that
+push), modelled by the response model's unsubscribe head and never part of an objective.
 """
 
 from __future__ import annotations
@@ -47,6 +50,9 @@ class LogSchema:
         propensity: logging policy's probability of the logged action (at that
             position); may be absent from the file, never partly missing.
         timestamp, user_id, position: optional columns (None: never used).
+        unsubscribe: optional 0/1 outcome column (1: the user unsubscribed at that decision); not a reward.
+        no_push_action: the action id that means "push nothing" (None: every row is a push); only tells
+            pushes from non-pushes in the unsubscribe check (`pushrl.envs.data.validation.pushes_after_unsubscribe`).
         numeric_features, categorical_features: context columns; None infers from
             the remaining columns (numbers are numeric, anything else categorical).
             With `features` given, or with only `categorical_features` given, they only fix
@@ -63,10 +69,12 @@ class LogSchema:
     timestamp: str | None = "timestamp"
     user_id: str | None = "user_id"
     position: str | None = "position"
+    unsubscribe: str | None = "unsubscribe"
     numeric_features: tuple[str, ...] | None = None
     categorical_features: tuple[str, ...] | None = None
     exclude: tuple[str, ...] = field(default_factory=tuple)
     features: tuple[str, ...] | None = None
+    no_push_action: object | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise lists (e.g. from a config) to tuples once
@@ -79,10 +87,12 @@ class LogSchema:
         if not self.rewards:
             raise ValueError("LogSchema.rewards must name at least one reward column")
         roles = [self.action, *self.rewards, *self.optional_rewards]
-        roles += [c for c in (self.propensity, self.timestamp, self.user_id, self.position) if c]
+        roles += [c for c in self._optional_roles if c]
         dup = sorted({c for c in roles if roles.count(c) > 1})
         if dup:
-            raise ValueError(f"LogSchema gives one column several roles: {dup}")
+            hint = ("; unsubscribe is an outcome, not a reward: drop it from the rewards, or set "
+                    "data.unsubscribe=null to keep it a reward") if self.unsubscribe in dup else ""
+            raise ValueError(f"LogSchema gives one column several roles: {dup}{hint}")
         required = {self.action: "the action column (data.action)", **{r: "a required reward (data.rewards)"
                                                                         for r in self.rewards}}
         for col in self.exclude:
@@ -105,8 +115,12 @@ class LogSchema:
                 raise ValueError(f"column '{col}' is both a feature (data.features) and a declared role "
                                  f"({self._role_of(col)}); a column has one role")
 
+    @property
+    def _optional_roles(self) -> tuple[str | None, ...]:
+        return (self.propensity, self.timestamp, self.user_id, self.position, self.unsubscribe)
+
     def _role_of(self, col: str) -> str:
-        for key in ("action", "propensity", "timestamp", "user_id", "position"):
+        for key in ("action", "propensity", "timestamp", "user_id", "position", "unsubscribe"):
             if getattr(self, key) == col:
                 return f"data.{key}"
         return "data.rewards" if col in self.rewards else "data.optional_rewards"
@@ -124,5 +138,5 @@ class LogSchema:
     def role_columns(self) -> tuple[str, ...]:
         """Every column with a role other than 'feature' (excluded columns included)."""
         cols = [self.action, *self.rewards, *self.optional_rewards]
-        cols += [c for c in (self.propensity, self.timestamp, self.user_id, self.position) if c]
+        cols += [c for c in self._optional_roles if c]
         return tuple(cols) + tuple(c for c in self.exclude if c not in cols)

@@ -5,7 +5,13 @@
 
     action (original id), action_index (int64), position (int64),
     propensity (float64, if logged), timestamp (UTC), user_id,
+    unsubscribe (float64 0/1, if logged; under this name whatever the file calls it),
     reward columns (float64), feature columns.
+
+Across chunks (`unsubscribe_observed`, `pushes_after_unsubscribe`), with user_id and timestamp: a
+user's rows after (strictly later than) their first unsubscribe do not observe an unsubscribe (they
+already had); if such rows still record pushes (action != the no-push action) it is a warning, not an
+error (some shops keep sending).
 """
 
 from __future__ import annotations
@@ -20,6 +26,10 @@ from pushrl.envs.data.catalogue import Catalogue
 from pushrl.envs.data.schema import BINARY_REWARDS, NONNEGATIVE_REWARDS, LogSchema
 
 CANONICAL = ("action", "action_index", "position", "propensity", "timestamp", "user_id")
+UNSUBSCRIBE = "unsubscribe"
+"""The canonical column of the unsubscribe outcome (present only when the log has one)."""
+UNSUBSCRIBE_OBSERVED = "unsubscribe_observed"
+"""The canonical bool column `LoggedData` adds next to it: the row's unsubscribe is observed (`unsubscribe_observed`)."""
 
 
 @dataclass(frozen=True)
@@ -33,6 +43,9 @@ class ResolvedColumns:
     has_timestamp: bool
     has_user_id: bool
     has_position: bool
+    has_unsubscribe: bool = False
+    unsubscribe_column: str = UNSUBSCRIBE
+    """The file's name of the unsubscribe column (canonical frames call it `UNSUBSCRIBE`)."""
 
 
 MAX_COLUMNS_SHOWN = 40
@@ -93,6 +106,14 @@ def resolve_features(frame: pd.DataFrame, schema: LogSchema, source: str) -> Res
             "a feature column uses a reserved name", column=clash[0], expected=f"none of {CANONICAL}", source=source
         )
     present = set(cols)
+    has_unsubscribe = schema.used(schema.unsubscribe) in present
+    if has_unsubscribe:  # its canonical name must not be taken by a reward or a feature
+        taken = [c for c in (*rewards, *num, *cat) if c in (UNSUBSCRIBE, UNSUBSCRIBE_OBSERVED)]
+        if taken:
+            raise LoggedDataError(
+                f"column '{taken[0]}' is a reward or feature while data.unsubscribe={schema.unsubscribe!r} is the "
+                f"unsubscribe outcome (canonical columns {UNSUBSCRIBE}, {UNSUBSCRIBE_OBSERVED})", column=taken[0],
+                expected="no reward or feature of that name: rename or exclude it", source=source)
     return ResolvedColumns(
         rewards=rewards,
         numeric_features=num,
@@ -101,6 +122,8 @@ def resolve_features(frame: pd.DataFrame, schema: LogSchema, source: str) -> Res
         has_timestamp=schema.used(schema.timestamp) in present,
         has_user_id=schema.used(schema.user_id) in present,
         has_position=schema.used(schema.position) in present,
+        has_unsubscribe=has_unsubscribe,
+        unsubscribe_column=str(schema.unsubscribe) if has_unsubscribe else UNSUBSCRIBE,
     )
 
 
@@ -155,6 +178,7 @@ def validate_chunk(
         (resolved.has_timestamp, schema.timestamp),
         (resolved.has_user_id, schema.user_id),
         (resolved.has_position, schema.position),
+        (resolved.has_unsubscribe, schema.unsubscribe),
     ):
         if flag:
             needed.add(name)
@@ -221,6 +245,13 @@ def validate_chunk(
         _check(uid.isna().to_numpy(), "missing user id", schema.user_id, "a user id in every row", source, offset)
         out["user_id"] = uid.to_numpy()
 
+    if resolved.has_unsubscribe:  # an outcome, not a reward: 0/1, no gaps
+        col = str(schema.unsubscribe)
+        values = _numeric(frame[col], col, source, offset, "0 or 1 (1: the user unsubscribed)")
+        _check((values != 0) & (values != 1), "value other than 0 or 1", col, "0 or 1 (1: the user unsubscribed)",
+               source, offset)
+        out[UNSUBSCRIBE] = values
+
     # rewards
     for r in resolved.rewards:
         values = _numeric(frame[r], r, source, offset, "a finite number")
@@ -251,3 +282,38 @@ def validate_chunk(
     result = pd.DataFrame(out)
     result.index = pd.RangeIndex(offset, offset + len(frame))
     return result
+
+
+def unsubscribe_observed(frame: pd.DataFrame) -> np.ndarray:
+    """(n,) bool: rows whose unsubscribe outcome is observed, i.e. the user had not unsubscribed before.
+
+    With user_id and timestamp in the canonical frame: False on a user's rows strictly later than the
+    user's first unsubscribe (timestamp order, not row order); otherwise (or without the columns) True."""
+    n = len(frame)
+    if UNSUBSCRIBE not in frame or "user_id" not in frame or "timestamp" not in frame or n == 0:
+        return np.ones(n, dtype=bool)
+    unsub = frame[UNSUBSCRIBE].to_numpy() == 1
+    if not unsub.any():
+        return np.ones(n, dtype=bool)
+    first = frame.loc[unsub].groupby("user_id", sort=False)["timestamp"].min()
+    when = frame["user_id"].map(first)
+    return ~(when.notna().to_numpy() & (frame["timestamp"] > when).to_numpy())
+
+
+def pushes_after_unsubscribe(frame: pd.DataFrame, no_push_index: int | None = None, column: str = UNSUBSCRIBE,
+                             max_rows: int = 5) -> str | None:
+    """A warning naming how many users still got pushes after their first unsubscribe (rows whose action
+    is not the no-push action, strictly later than it) and the first such rows; None if there are none."""
+    after = ~(frame[UNSUBSCRIBE_OBSERVED].to_numpy(dtype=bool) if UNSUBSCRIBE_OBSERVED in frame
+              else unsubscribe_observed(frame))
+    if no_push_index is not None:
+        after &= frame["action_index"].to_numpy() != no_push_index
+    if not after.any():
+        return None
+    rows = frame.index.to_numpy()[after]
+    users = frame["user_id"].to_numpy()[after]
+    n_users = len(pd.unique(users))
+    shown = ", ".join(str(int(r)) for r in rows[:max_rows]) + (", ..." if len(rows) > max_rows else "")
+    return (f"column '{column}': {n_users} user(s) still got pushes after unsubscribing ({len(rows)} row(s), "
+            f"first rows {shown}); their later rows are left out of the unsubscribe model (the outcome is not "
+            "observed once a user has unsubscribed). Fine if the shop keeps sending; otherwise check user_id/timestamp")

@@ -12,11 +12,17 @@ Optional `reward_kinds`: {reward name: "binary" | "continuous"}. The simulator d
 reward (an expected value in [0, 1]) as a Bernoulli outcome and pays a continuous one (money,
 non-negative) as its expected value; a response that does not declare a reward's kind gets it
 paid as its expected value (`reward_kinds` below).
+
+Optional churn (`unsubscribe_functions` below): `unsubscribe_probability(contexts, recent_pushes, position)
+-> (n, A)` P(unsubscribe | pushed a), and for given (row, action) pairs
+`unsubscribe_probability_rows(contexts, recent_pushes, position, action) -> (n,)`. A response with the
+method and a false `has_unsubscribe` (e.g. a ResponseModel fitted on a log without an unsubscribe
+column) provides none. The simulator's churn is this head when present, else its config's rule.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -40,6 +46,8 @@ class ResponseFunction(Protocol):
     # (row, action) pairs; the env step calls it when present (ResponseModel has it) instead of
     # scoring every promotion and keeping one.
     # Optional: reward_kinds -> {reward: "binary" | "continuous"} (see the module docstring).
+    # Optional churn: has_unsubscribe -> bool, unsubscribe_probability(contexts, recent_pushes, position) -> (n, A)
+    # and unsubscribe_probability_rows(contexts, recent_pushes, position, action) -> (n,) (module docstring).
     def predict(self, contexts: np.ndarray, recent_pushes: np.ndarray, position: np.ndarray) -> dict[str, np.ndarray]:
         """Expected rewards {name: (n, n_actions)} for every promotion."""
         ...
@@ -61,6 +69,20 @@ def reward_kinds(response: Any) -> dict[str, str]:
         raise ValueError(f"response.reward_kinds must map the response's rewards {list(names)} to one of {KINDS}; "
                          f"got unknown reward(s) {unknown} and kind(s) {bad}")
     return {r: str(declared.get(r, "continuous")) for r in names}
+
+
+UnsubscribeAll = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+UnsubscribeRows = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+def unsubscribe_functions(response: Any) -> tuple[UnsubscribeAll, UnsubscribeRows | None] | None:
+    """(unsubscribe_probability, unsubscribe_probability_rows or None) of a response that provides churn;
+    None when it has no `unsubscribe_probability` or its `has_unsubscribe` is false."""
+    every = getattr(response, "unsubscribe_probability", None)
+    if every is None or not callable(every) or not bool(getattr(response, "has_unsubscribe", True)):
+        return None
+    rows = getattr(response, "unsubscribe_probability_rows", None)
+    return every, (rows if callable(rows) else None)
 
 
 class TrueResponse:

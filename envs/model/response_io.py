@@ -1,4 +1,9 @@
-"""Saving and loading a response model: `model.pt` (state_dict) and `schema.json` (feature schema + config)."""
+"""Saving and loading a response model: `model.pt` (state_dict) and `schema.json` (feature schema + config).
+
+Format versions: 1 (reward heads only) and 2 (the same, plus an unsubscribe head when its feature schema has an
+`unsubscribe` key). A model without an unsubscribe head is written as version 1, byte for byte as before, so
+older pushrl versions still read it; both versions load.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,9 @@ from pushrl.envs.common.atomic import write_json, write_with
 from pushrl.envs.model.response_config import ResponseModelConfig
 from pushrl.envs.model.response_net import Head, Net
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""The newest format written (a model with an unsubscribe head); READABLE lists every version `read_model` loads."""
+READABLE = (1, 2)
 
 
 def first_difference(expected: Any, actual: Any, path: str = "") -> str | None:
@@ -48,7 +55,8 @@ def save_model(folder: Path, net: Net, schema: dict[str, Any], config: ResponseM
     """Write `folder/model.pt` and `folder/schema.json`, each atomically."""
     folder.mkdir(parents=True, exist_ok=True)
     write_with(folder / "model.pt", lambda tmp: torch.save(net.state_dict(), tmp))
-    doc = {"format_version": FORMAT_VERSION, "feature_schema": schema, "config": asdict(config),
+    version = FORMAT_VERSION if net.unsubscribe is not None else 1
+    doc = {"format_version": version, "feature_schema": schema, "config": asdict(config),
            "shapes": {"d": n_features, "q": int(net.z.shape[1])}}
     write_json(folder / "schema.json", doc)
     return folder
@@ -57,8 +65,8 @@ def save_model(folder: Path, net: Net, schema: dict[str, Any], config: ResponseM
 def read_model(folder: Path, expected_schema: dict[str, Any] | None) -> tuple[dict[str, Any], ResponseModelConfig, Net]:
     """(feature schema, config, loaded net) of a saved model; ValueError naming the key if the schema differs."""
     doc = json.loads((folder / "schema.json").read_text(encoding="utf-8"))
-    if doc.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{folder}: format_version {doc.get('format_version')!r}, this pushrl reads {FORMAT_VERSION}")
+    if doc.get("format_version") not in READABLE:
+        raise ValueError(f"{folder}: format_version {doc.get('format_version')!r}, this pushrl reads {list(READABLE)}")
     schema = doc["feature_schema"]
     if expected_schema is not None:
         where = first_difference(plain_json(expected_schema), schema)
@@ -69,7 +77,8 @@ def read_model(folder: Path, expected_schema: dict[str, Any] | None) -> tuple[di
     chain = [(r, p, link) for r, p, link in schema["reward_chain"]]
     a, d, q, k = len(schema["catalogue_ids"]), doc["shapes"]["d"], doc["shapes"]["q"], config.embedding_dim
     heads = {r: Head(d, q, a, schema["n_positions"], k, link, config.context_clip) for r, _, link in chain}
-    net = Net(heads, np.zeros((a, q)), np.zeros(a), 1.0, [1.0] * len(chain))
+    unsub = Head(d, q, a, schema["n_positions"], k, "logit", config.context_clip) if "unsubscribe" in schema else None
+    net = Net(heads, np.zeros((a, q)), np.zeros(a), 1.0, [1.0] * len(chain), unsub)
     state = torch.load(folder / "model.pt", weights_only=True)
     try:
         net.load_state_dict(state)

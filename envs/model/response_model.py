@@ -30,6 +30,17 @@ After training, the offset is re-solved from its score equation on the training
 rows (calibration in the large). Inputs x are clipped to +-`context_clip`.
 A log without a recent-push column teaches no fatigue effect (w_h stays 0).
 
+Unsubscribes: a log with an unsubscribe column (`LogSchema.unsubscribe`) gets one more logit head,
+P(unsubscribe | push a) = sigmoid(offset + pos[p] + w_h h / h_scale + x.w_u + b_id[a] seen[a] + z_a.w_z):
+context, promotion and fatigue (h) dependent, the first-order terms of a head (its factors stay 0: a
+penalised logistic regression, as rare an outcome as this cannot feed an interaction). It is fitted to its
+exact MAP (same loss, prior and significance gate as a binary head; full-batch L-BFGS instead of
+mini-batch early stopping, which keeps a lucky early epoch on rare events:
+`response_training.train_glm_head`) on the rows where the outcome is observed (a user's rows after
+their first unsubscribe are not), with its own structural zeros (e.g. the no-push action). It is an
+outcome, not a reward: never in `reward_names` or `predict`; `has_unsubscribe`, `predict_unsubscribe`
+(n, A) and `predict_unsubscribe_rows` (n,) expose it (the simulator's churn, `pushrl.envs.sim.push_env`).
+
 The pieces: `response_config` (the validated hyper-parameters), `response_net` (the heads),
 `response_training` (fitting), `response_io` (save / load); this module holds `ResponseModel`.
 """
@@ -49,6 +60,7 @@ from pushrl.envs.common.probabilities import logit
 from pushrl.envs.data.catalogue import Catalogue
 from pushrl.envs.data.features import ContextEncoder
 from pushrl.envs.data.logged_data import LoggedData
+from pushrl.envs.data.validation import UNSUBSCRIBE
 from pushrl.envs.model.response_config import ResponseModelConfig
 from pushrl.envs.model.response_io import plain_json, read_model, save_model
 from pushrl.envs.model.response_net import CHUNK, Head, Net
@@ -56,6 +68,7 @@ from pushrl.envs.model.response_training import (
     encode_log,
     find_structural_zeros,
     resolve_chain,
+    train_glm_head,
     train_head,
     training_rows,
 )
@@ -82,6 +95,9 @@ class ResponseModel:
         self.history: dict[str, list[dict[str, float]]] = {}
         self.structural_zeros: dict[str, list[int]] = {}  # reward -> action indices predicted exactly 0
         self._keep: dict[str, torch.Tensor] = {}
+        self.unsubscribe_zeros: list[int] = []  # actions whose unsubscribe probability is exactly 0
+        self.unsubscribe_history: list[dict[str, float]] = []
+        self._unsub_keep: torch.Tensor | None = None
 
     def set_structural_zeros(self, zeros: dict[str, list[int]]) -> None:
         """Outcomes that cannot happen for some actions (see STRUCTURAL_ZERO_EVENTS): predicted exactly 0."""
@@ -91,6 +107,14 @@ class ResponseModel:
             keep = torch.ones(self.n_actions)
             keep[idx] = 0.0
             self._keep[r] = keep
+
+    def set_unsubscribe_zeros(self, zeros: list[int]) -> None:
+        """Actions whose unsubscribe is structurally zero (no event where the overall rate predicts >= 20)."""
+        self.unsubscribe_zeros = sorted(int(a) for a in zeros)
+        self._unsub_keep = None
+        if self.unsubscribe_zeros:
+            self._unsub_keep = torch.ones(self.n_actions)
+            self._unsub_keep[self.unsubscribe_zeros] = 0.0
 
     # ResponseFunction ------------------------------------------------------------------
     @property
@@ -118,7 +142,9 @@ class ResponseModel:
             "n_positions": self.n_positions,
             "recent_pushes_column": self.config.recent_pushes_column,
         } | ({"structural_zeros": {r: [self.catalogue_ids[a] for a in idx] for r, idx in self.structural_zeros.items()}}
-             if self.structural_zeros else {}))
+             if self.structural_zeros else {})
+          | ({"unsubscribe": {"structural_zeros": [self.catalogue_ids[a] for a in self.unsubscribe_zeros]}}
+             if self.has_unsubscribe else {}))
 
     def _inputs(self, contexts: np.ndarray, recent_pushes: np.ndarray, position: np.ndarray) -> tuple[torch.Tensor, ...]:
         x = np.asarray(contexts, dtype=np.float32)
@@ -165,15 +191,68 @@ class ResponseModel:
                      conditional: bool = False) -> dict[str, np.ndarray]:
         """{reward: (n,)} for given (row, action) pairs; `conditional` gives each head's own mean."""
         x, p, h = self._inputs(contexts, recent_pushes, position)
-        a = torch.from_numpy(np.array(action, dtype=np.int64).reshape(-1))
-        if a.shape != p.shape or (len(a) and (int(a.min()) < 0 or int(a.max()) >= self.n_actions)):
-            raise ValueError(f"action must be ({len(p)},) ints in [0, {self.n_actions}), got shape {tuple(a.shape)}")
+        a = self._actions(action, len(p))
         out = {r: np.empty(x.shape[0]) for r in self.reward_names}
         for lo in range(0, x.shape[0], CHUNK):
             sl = slice(lo, lo + CHUNK)
             for r, v in self._means(x[sl], p[sl], h[sl], a[sl], conditional).items():
                 out[r][sl] = v.double().numpy()
         return out
+
+    def _actions(self, action: np.ndarray, n: int) -> torch.Tensor:
+        a = torch.from_numpy(np.array(action, dtype=np.int64).reshape(-1))
+        if a.shape != (n,) or (len(a) and (int(a.min()) < 0 or int(a.max()) >= self.n_actions)):
+            raise ValueError(f"action must be ({n},) ints in [0, {self.n_actions}), got shape {tuple(a.shape)}")
+        return a
+
+    # unsubscribe (an outcome, not a reward) ------------------------------------------------
+    @property
+    def has_unsubscribe(self) -> bool:
+        """Whether the model has an unsubscribe head (its training log had an unsubscribe column)."""
+        return self.net.unsubscribe is not None
+
+    def _unsubscribe_head(self) -> Head:
+        if self.net.unsubscribe is None:
+            raise ValueError("this response model has no unsubscribe head: its training log had no unsubscribe "
+                             "column (data.unsubscribe); check model.has_unsubscribe first")
+        return self.net.unsubscribe
+
+    @torch.no_grad()
+    def predict_unsubscribe(self, contexts: np.ndarray, recent_pushes: np.ndarray, position: np.ndarray) -> np.ndarray:
+        """(n, A) float64 P(unsubscribe | pushed a) = sigmoid(eta_u(x, a, p, h)), 0 for structural zeros."""
+        head = self._unsubscribe_head()
+        x, p, h = self._inputs(contexts, recent_pushes, position)
+        out = np.empty((x.shape[0], self.n_actions))
+        step = max(1, CHUNK // max(1, self.n_actions))
+        for lo in range(0, x.shape[0], step):
+            sl = slice(lo, lo + step)
+            m = head.mean(head.all_actions(x[sl], p[sl], h[sl], self.net.z, self.net.seen))
+            out[sl] = (m if self._unsub_keep is None else m * self._unsub_keep[None, :]).double().numpy()
+        return out
+
+    @torch.no_grad()
+    def predict_unsubscribe_rows(self, contexts: np.ndarray, recent_pushes: np.ndarray, position: np.ndarray,
+                                 action: np.ndarray) -> np.ndarray:
+        """(n,) float64 P(unsubscribe | pushed action[i]) for given (row, action) pairs."""
+        head = self._unsubscribe_head()
+        x, p, h = self._inputs(contexts, recent_pushes, position)
+        a = self._actions(action, len(p))
+        out = np.empty(x.shape[0])
+        for lo in range(0, x.shape[0], CHUNK):
+            sl = slice(lo, lo + CHUNK)
+            m = head.mean(head.rows(x[sl], p[sl], h[sl], a[sl], self.net.z, self.net.seen))
+            out[sl] = (m if self._unsub_keep is None else m * self._unsub_keep[a[sl]]).double().numpy()
+        return out
+
+    # the ResponseFunction protocol's optional churn methods (`pushrl.envs.model.response`)
+    unsubscribe_probability = predict_unsubscribe
+    unsubscribe_probability_rows = predict_unsubscribe_rows
+
+    def predict_unsubscribe_log(self, data: LoggedData) -> np.ndarray:
+        """(n,) P(unsubscribe) of each logged row's own action at its position."""
+        self._check_catalogue(data)
+        x, h = self.encode(data)
+        return self.predict_unsubscribe_rows(x, h, data.position, data.action)
 
     def encode(self, data: LoggedData) -> tuple[np.ndarray, np.ndarray]:
         """(contexts (n, d) float32, recent pushes (n,)) of a log's rows."""
@@ -202,16 +281,18 @@ class ResponseModel:
         known = torch.as_tensor(src >= 0)
         src_t = torch.as_tensor(np.maximum(src, 0))
         with torch.no_grad():
-            for head in net.heads.values():
+            for head in net.all_heads():
                 head.b_id = nn.Parameter(torch.where(known, head.b_id[src_t], 0.0))
                 head.E_id = nn.Parameter(torch.where(known[:, None], head.E_id[src_t], 0.0))
             net.z = torch.as_tensor(z)
             net.seen = torch.where(known, net.seen[src_t], 0.0)
         model = ResponseModel(net, self.encoder, self.catalogue_encoder, ids, self.chain, self.n_positions, self.config)
         model.history = self.history
+        model.unsubscribe_history = self.unsubscribe_history
         # known ids keep their structural zeros; a new promotion has none (nothing was logged for it)
         model.set_structural_zeros({r: [k for k, old_k in enumerate(src.tolist()) if old_k in set(idx)]
                                     for r, idx in self.structural_zeros.items()})
+        model.set_unsubscribe_zeros([k for k, old_k in enumerate(src.tolist()) if old_k in set(self.unsubscribe_zeros)])
         return model
 
     # fitting -------------------------------------------------------------------------------
@@ -229,14 +310,15 @@ class ResponseModel:
                                          list(cat.categorical_features))
         z = cat_encoder.transform(cat.features.reset_index(drop=True)).astype(np.float32)
         seen = np.bincount(train.action, minlength=cat.n_actions)[: cat.n_actions] > 0
-        tr = training_rows(train, encoder, recent, chain, config.ips_weighted)
+        unsub = train.has_unsubscribe
+        tr = training_rows(train, encoder, recent, chain, config.ips_weighted, unsubscribe=unsub)
         h_scale = max(1.0, float(tr.h.std())) if len(tr.h) > 1 else 1.0
         tr.h /= h_scale
         va = None
         if validation is not None:
             if plain_json(validation.catalogue.ids.tolist()) != plain_json(cat.ids.tolist()):
                 raise ValueError("validation and train logs must share one catalogue")
-            va = training_rows(validation, encoder, recent, chain, config.ips_weighted)
+            va = training_rows(validation, encoder, recent, chain, config.ips_weighted, unsubscribe=unsub)
             va.h /= h_scale
         ss = np.random.SeedSequence(config.seed)
         gen = torch.Generator().manual_seed(int(ss.generate_state(1)[0]))
@@ -253,13 +335,25 @@ class ResponseModel:
             head.init_(config.init_std, gen, off)
             heads[r] = head
             scales.append(scale)
-        net = Net(heads, z, seen, h_scale, scales)
+        unsub_head = None
+        if unsub:  # initialised after the reward heads: their random draws are those of a log without the column
+            seen_u = tr.observed[UNSUBSCRIBE].numpy()
+            yu, wu = tr.y[UNSUBSCRIBE].numpy()[seen_u].astype(np.float64), tr.w.numpy()[seen_u].astype(np.float64)
+            rate = float(np.sum(wu * yu) / np.sum(wu)) if seen_u.any() else 0.5
+            unsub_head = Head(encoder.n_features, z.shape[1], cat.n_actions, train.n_positions, config.embedding_dim,
+                              "logit", config.context_clip)
+            unsub_head.init_(0.0, gen, logit(rate))  # a logistic regression: its factors stay 0
+        net = Net(heads, z, seen, h_scale, scales, unsub_head)
         model = cls(net, encoder, cat_encoder, plain_json(cat.ids.tolist()), chain, train.n_positions, config)
         model.set_structural_zeros(find_structural_zeros(tr, chain, cat.n_actions))
         rngs = [np.random.default_rng(s) for s in ss.spawn(len(chain))]
         for i, (r, prev, _) in enumerate(chain):
             model.history[r] = train_head(net, r, prev, scales[i], tr, va, config, rngs[i],
                                           skip_actions=model.structural_zeros.get(r, []))
+        if unsub_head is not None:
+            model.set_unsubscribe_zeros(find_structural_zeros(tr, [(UNSUBSCRIBE, None, "logit")], cat.n_actions)[UNSUBSCRIBE])
+            model.unsubscribe_history = train_glm_head(net, unsub_head, UNSUBSCRIBE, tr, va, config,
+                                                       skip_actions=model.unsubscribe_zeros)
         net.eval()
         return model
 
@@ -280,4 +374,6 @@ class ResponseModel:
         index = {json.dumps(i): k for k, i in enumerate(schema["catalogue_ids"])}
         model.set_structural_zeros({r: [index[json.dumps(i)] for i in ids]
                                     for r, ids in schema.get("structural_zeros", {}).items()})
+        if "unsubscribe" in schema:
+            model.set_unsubscribe_zeros([index[json.dumps(i)] for i in schema["unsubscribe"]["structural_zeros"]])
         return model

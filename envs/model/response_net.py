@@ -1,4 +1,5 @@
-"""The network of the response model: one factorization-machine head per reward (see `response_model`'s docstring)."""
+"""The network of the response model: one factorization-machine head per reward, and optionally one for the
+unsubscribe outcome (see `response_model`'s docstring)."""
 
 from __future__ import annotations
 
@@ -72,10 +73,19 @@ class Head(nn.Module):
 
 
 class Net(nn.Module):
-    def __init__(self, heads: dict[str, Head], z: np.ndarray, seen: np.ndarray, h_scale: float, scales: list[float]):
+    """The reward heads (`heads`, one per reward of the chain), the optional unsubscribe head (`unsubscribe`, a
+    logit head; None without one: its parameters are then absent from the state_dict) and shared buffers."""
+
+    def __init__(self, heads: dict[str, Head], z: np.ndarray, seen: np.ndarray, h_scale: float, scales: list[float],
+                 unsubscribe: Head | None = None):
         super().__init__()
         self.heads = nn.ModuleDict(heads)
+        self.unsubscribe = unsubscribe
         self.register_buffer("z", torch.as_tensor(z, dtype=torch.float32))
         self.register_buffer("seen", torch.as_tensor(seen, dtype=torch.float32))
         self.register_buffer("h_scale", torch.tensor(float(h_scale)))
         self.register_buffer("scales", torch.as_tensor(scales, dtype=torch.float32))
+
+    def all_heads(self) -> list[Head]:
+        """Every head: the rewards' in chain order, then the unsubscribe head if there is one."""
+        return [*self.heads.values(), *([self.unsubscribe] if self.unsubscribe is not None else [])]

@@ -29,6 +29,7 @@ from pushrl.envs.objectives import Objective
 from pushrl.envs.sim.registration import DEFAULT_HORIZON
 
 FATIGUE_MODES = ("auto", "response", "multiplicative")
+CHURN_MODES = ("auto", "response", "rule")
 EnvObjective = str | Mapping[str, float] | Objective | None
 """What PushEnvConfig.objective accepts (see `objective_terms`)."""
 
@@ -73,10 +74,15 @@ class PushEnvConfig:
     "auto": "response" if the response function's output changes with recent_pushes, else multiplicative."""
     fatigue_factor: float = 0.85
     """Multiplicative fatigue per recent push, in (0, 1] (used only in multiplicative mode)."""
+    churn: str = "auto"
+    """Where P(unsubscribe | push) comes from. "response": the response function's unsubscribe head
+    (`pushrl.envs.model.response.unsubscribe_functions`, e.g. a ResponseModel fitted on a log with an
+    unsubscribe column), which sees the user's context, the pushed promotion and the recent pushes;
+    "rule": sigmoid(churn_logit + churn_slope × recent); "auto": the head when the response has one, else the rule."""
     churn_logit: float = -5.5
-    """Logit of the unsubscribe probability of a push to a user with no recent pushes."""
+    """Logit of the unsubscribe probability of a push to a user with no recent pushes (the churn rule)."""
     churn_slope: float = 0.4
-    """Increase (>= 0) of that logit per push in the fatigue window: p = sigmoid(logit + slope × recent)."""
+    """Increase (>= 0) of that logit per push in the fatigue window: p = sigmoid(logit + slope × recent) (the rule)."""
     frequency_cap: int | None = 3
     """At most this many pushes (>= 1) in any `cap_window` consecutive days; a push over the cap is
     refused (no push). None: no cap."""
@@ -90,6 +96,8 @@ class PushEnvConfig:
         object.__setattr__(self, "objective", _check_objective(self.objective))
         if self.fatigue not in FATIGUE_MODES:
             raise ValueError(f"PushEnvConfig.fatigue must be one of {FATIGUE_MODES}, got {self.fatigue!r}")
+        if self.churn not in CHURN_MODES:
+            raise ValueError(f"PushEnvConfig.churn must be one of {CHURN_MODES}, got {self.churn!r}")
         _check_number("diversity_weight", self.diversity_weight, 0.0, None, "λ >= 0")
         _check_number("push_cost", self.push_cost, 0.0, None, ">= 0")
         _check_number("unsubscribe_penalty", self.unsubscribe_penalty, 0.0, None, ">= 0")

@@ -21,8 +21,13 @@
   no reward is assumed conditional on another, so organic purchases are fine. In "multiplicative"
   fatigue mode the response sees recent_pushes = 0 and a push's expected outcomes are multiplied by
   fatigue_factor ** recent (organic outcomes of the no-push action are not).
-* Churn: each push unsubscribes with p = sigmoid(churn_logit + churn_slope × recent_pushes);
-  that ends the episode (terminated) and costs `unsubscribe_penalty`.
+* Churn: each push unsubscribes with probability p; that ends the episode (terminated) and costs
+  `unsubscribe_penalty`. With an unsubscribe head in the response (`PushEnvConfig.churn`, "auto" uses one
+  when present: `pushrl.envs.model.response.unsubscribe_functions`), p = the head's P(unsubscribe | push a)
+  for the user's context, the pushed promotion a at its slot and recent_pushes (always the real count, in any
+  fatigue mode); a slate's p is the mean over its promotions (each logged row of a message records the
+  message's unsubscribe). Otherwise the rule p = sigmoid(churn_logit + churn_slope × recent_pushes).
+  One uniform draw per pushed user either way. `dynamics_source` says which parts are learned.
 * Reward: objective + λ × Σ novelty(pushed items) − push_cost × pushed − unsubscribe_penalty × unsub,
   objective = Σ_r weight_r × outcome_r − the objective's cost of each action of the day's rows
   (`pushrl.envs.sim.env_config.objective_terms`): pushing a earns q(a), not pushing earns q(no-push
@@ -57,7 +62,7 @@ import numpy as np
 from gymnasium import spaces
 
 from pushrl.envs.common.probabilities import sigmoid
-from pushrl.envs.model.response import ResponseFunction, reward_kinds
+from pushrl.envs.model.response import ResponseFunction, reward_kinds, unsubscribe_functions
 from pushrl.envs.sim.env_config import PushEnvConfig, Shop, objective_terms
 from pushrl.envs.sim.observation import ObservationLayout
 
@@ -120,6 +125,7 @@ class PushDynamics:
         self.d = shop.contexts.shape[1]
         self.window = max(config.fatigue_window, config.cap_window)
         self.fatigue_mode = self._resolve_fatigue()
+        self._churn = self._resolve_churn()
         self.layout = ObservationLayout(self.d, self.n_categories)
         """Which observation columns hold what."""
         self.obs_dim = self.layout.width
@@ -198,6 +204,38 @@ class PushDynamics:
             return self.config.fatigue
         reacts = any(not np.allclose(fresh[r], tired[r]) for r in self.outcomes)
         return "response" if reacts else "multiplicative"
+
+    def _resolve_churn(self) -> tuple[Any, Any] | None:
+        """The response's unsubscribe functions when the env uses them (PushEnvConfig.churn), probed once."""
+        if self.config.churn == "rule":
+            return None
+        found = unsubscribe_functions(self.response)
+        if found is None:
+            if self.config.churn == "response":
+                raise ValueError("PushEnvConfig.churn='response' needs a response with an unsubscribe head "
+                                 "(has_unsubscribe and unsubscribe_probability); fit the model on a log with an "
+                                 "unsubscribe column, or use churn='auto' / 'rule'")
+            return None
+        ctx = self.shop.contexts[: min(4, len(self.shop.contexts))]
+        n = len(ctx)
+        try:
+            q = np.asarray(found[0](ctx, np.zeros(n), np.zeros(n, dtype=np.int64)), dtype=np.float64)
+        except Exception as exc:
+            raise ValueError(f"the response's unsubscribe_probability failed on the env's contexts: {exc}") from exc
+        if q.shape != (n, self.shop.n_actions):
+            raise ValueError(f"response.unsubscribe_probability() has shape {q.shape}, expected (n, n_actions) = "
+                             f"({n}, {self.shop.n_actions})")
+        if not np.isfinite(q).all() or q.min() < 0 or q.max() > 1:
+            raise ValueError(f"response.unsubscribe_probability() gives values outside [0, 1]: "
+                             f"[{np.nanmin(q):.4g}, {np.nanmax(q):.4g}]")
+        return found
+
+    @property
+    def dynamics_source(self) -> dict[str, str]:
+        """{"fatigue": "learned" | "assumed", "churn": "learned" | "assumed"}: fatigue is learned when the response
+        reacts to recent pushes itself (fatigue_mode "response"), churn when its unsubscribe head is used."""
+        return {"fatigue": "learned" if self.fatigue_mode == "response" else "assumed",
+                "churn": "learned" if self._churn is not None else "assumed"}
 
     def _observation_space(self) -> spaces.Box:
         c = self.config
@@ -288,7 +326,7 @@ class PushDynamics:
         flat = users * self.n_categories + cat
         diversity = self._novelty(state, users, slots, flat, cat, n)
         who = np.flatnonzero(pushed)
-        p_unsub = self.unsubscribe_probability(recent[who])
+        p_unsub = self._push_unsubscribe(state, users, slots, items, who)
         unsub = np.zeros(n, dtype=bool)
         unsub[who] = rng.random(len(who)) < p_unsub
         reward = objective + c.diversity_weight * diversity - c.push_cost * pushed - c.unsubscribe_penalty * unsub
@@ -394,9 +432,42 @@ class PushDynamics:
             out[:, -1] = value[:, self.no_push_item] - self.action_costs[self.no_push_item]
         return out
 
-    def unsubscribe_probability(self, recent: np.ndarray) -> np.ndarray:
-        """P(unsubscribe | pushed) given the pushes in the fatigue window (churn rule)."""
-        return sigmoid(self.config.churn_logit + self.config.churn_slope * recent)
+    def _push_unsubscribe(self, state: UserBatch, users: np.ndarray, slots: np.ndarray, items: np.ndarray,
+                          who: np.ndarray) -> np.ndarray:
+        """(len(who),) P(unsubscribe) of the pushed users `who`: the head's mean over each user's pushed rows
+        (user, slot, item), or the rule."""
+        if self._churn is None or len(who) == 0:
+            return self.unsubscribe_probability(state.recent[who])
+        every, per_pair = self._churn
+        ctx, recent = state.context[users], state.recent[users]
+        if per_pair is not None:
+            p = np.asarray(per_pair(ctx, recent, slots, items), dtype=np.float64).reshape(-1)
+        else:
+            p = np.asarray(every(ctx, recent, slots), dtype=np.float64)[np.arange(len(users)), items]
+        if self.k == 1:  # one row per pushed user, in the order of `who`
+            return p
+        n = len(state.user)
+        return (np.bincount(users, weights=p, minlength=n) / np.maximum(np.bincount(users, minlength=n), 1))[who]
+
+    def unsubscribe_probability(self, recent: np.ndarray, contexts: np.ndarray | None = None) -> np.ndarray:
+        """(n,) P(unsubscribe | pushed) given the pushes in the fatigue window: with the unsubscribe head and
+        `contexts`, its probability averaged uniformly over the pushable promotions at slot 0; otherwise the
+        rule sigmoid(churn_logit + churn_slope × recent)."""
+        recent = np.asarray(recent, dtype=np.float64)
+        if self._churn is None or contexts is None:
+            return sigmoid(self.config.churn_logit + self.config.churn_slope * recent)
+        return self.unsubscribe_by_action(contexts, recent).mean(axis=1)
+
+    def unsubscribe_by_action(self, contexts: np.ndarray, recent: np.ndarray) -> np.ndarray:
+        """(n, n_allowed) P(unsubscribe | push env action i) at slot 0: the head's, or the rule's (one per row,
+        repeated), as the env's step draws it for a one-promotion push."""
+        recent = np.asarray(recent, dtype=np.float64)
+        if self._churn is None:
+            rule = sigmoid(self.config.churn_logit + self.config.churn_slope * recent)
+            return np.repeat(rule[:, None], self.n_allowed, axis=1)
+        contexts = np.asarray(contexts, dtype=np.float64)
+        q = np.asarray(self._churn[0](contexts, recent, np.zeros(len(contexts), dtype=np.int64)), dtype=np.float64)
+        return q[:, self.promotion_index]
 
     def fatigue_scale(self, recent: np.ndarray) -> np.ndarray:
         """Multiplier of every expected outcome given recent pushes (1 unless fatigue_mode is multiplicative)."""

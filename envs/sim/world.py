@@ -150,6 +150,11 @@ def build_world(settings: WorldSettings, model: ResponseFunction, pool_contexts:
                  f"fatigue: the response model ignores recent pushes, so a push's expected outcomes are multiplied by "
                  f"{s.fatigue_factor:g}^(pushes in the last {s.fatigue_window} days): an assumption "
                  "(`sequential.fatigue_factor`), not learned from this log")
+    notes.append("churn: the response model's unsubscribe head (learned from the log)"
+                 if probe.dynamics_source["churn"] == "learned" else
+                 f"churn: P(unsubscribe | push) = sigmoid({s.churn_logit:g} + {s.churn_slope:g} x pushes in the last "
+                 f"{s.fatigue_window} days): an assumption (`sequential.churn_logit`, `churn_slope`), not learned "
+                 "from this log")
     costs = bool(probe.action_costs[probe.promotion_index].any())
     return World(shop, config, s.horizon, unit, notes, no_push_baseline, label, probe.outcomes, probe.response_reward,
                  costs)

@@ -31,6 +31,21 @@ from pushrl.policies.ope.estimators import (
     SwitchDoublyRobust,
 )
 from pushrl.policies.ope.selection import SelectionResult, select_estimator
+from pushrl.policies.ope.trajectory import (
+    TRAJECTORY_ESTIMATORS,
+    PerDecisionDoublyRobust,
+    PerDecisionIS,
+    TrajectoryEstimator,
+    TrajectoryInputs,
+    TrajectoryWeightDiagnostics,
+    WeightedDoublyRobust,
+    WeightedPerDecisionIS,
+    trajectory_bootstrap_values,
+    trajectory_diagnostics,
+    trajectory_intervals,
+    trajectory_policy_values,
+    user_bootstrap_counts,
+)
 from pushrl.policies.ope.validation import SUM_ATOL, OPEInputs, check_action_dist
 
 __all__ = [
@@ -60,4 +75,17 @@ __all__ = [
     "stream_intervals",
     "stream_policy_values",
     "support_diagnostics",
+    "TRAJECTORY_ESTIMATORS",
+    "PerDecisionDoublyRobust",
+    "PerDecisionIS",
+    "TrajectoryEstimator",
+    "TrajectoryInputs",
+    "TrajectoryWeightDiagnostics",
+    "WeightedDoublyRobust",
+    "WeightedPerDecisionIS",
+    "trajectory_bootstrap_values",
+    "trajectory_diagnostics",
+    "trajectory_intervals",
+    "trajectory_policy_values",
+    "user_bootstrap_counts",
 ]

@@ -103,3 +103,46 @@ def test_ppo_agent_config() -> None:
         "ppo", 1000, 4, 7, 250, 500)
     assert sb3.eval_users == PPO_CURVE_USERS and sb3.algo_kwargs == {"n_steps": 16, "ent_coef": 0.02}
     assert ppo_agent_config(SequentialConfig(ppo_curve_points=0), 0).eval_freq == 0
+
+
+def test_sensitivity_study_reruns_the_untrained_agents_over_the_assumed_grid() -> None:
+    import dataclasses as dc
+
+    from pushrl.agents.sequential_config import SequentialConfig as SC
+    from pushrl.agents.timing_study import sensitivity_study, winner_changes
+    from pushrl.envs.objectives import Objective
+    from pushrl.envs.sim.env_config import default_shop
+    from pushrl.envs.sim.world import build_world
+
+    shop = default_shop(0, 200, 5)
+
+    class NoFatigue:
+        reward_names = shop.response.reward_names
+
+        @property
+        def n_actions(self):
+            return shop.response.n_actions
+
+        def predict(self, contexts, recent, position):
+            return shop.response.predict(contexts, np.zeros_like(recent), position)
+
+    cfg = SC(n_users=100, eval_users=200, sensitivity_seeds=2, sensitivity_fatigue=[0.3, 1.0],
+             sensitivity_churn_logit=[-12.0, -1.5], churn_slope=1.0, unsubscribe_cost=5.0)
+
+    def make_world(settings):
+        return build_world(settings, NoFatigue(), shop.contexts, shop.categories, shop.action_ids,
+                           Objective(name="click", reward="click"), None, np.random.default_rng(0))
+
+    table = sensitivity_study(cfg, make_world, ("fatigue", "churn"), eval_seed=3, say=lambda _m: None)
+    cells = table.groupby(["fatigue_factor", "churn_logit"])
+    assert cells.ngroups == 4 and (cells.size() == cells.size().iloc[0]).all()
+    for _, cell in cells:  # the winner is the cell's best reward per user
+        assert (cell["winner"] == cell.loc[cell["reward_per_user"].idxmax(), "agent"]).all()
+    rested = table[(table["fatigue_factor"] == 1.0) & (table["churn_logit"] == -12.0)]
+    assert rested["winner"].iloc[0] == "greedy_myopic"  # no fatigue, no churn: push the best promotion daily
+    tired = table[(table["fatigue_factor"] == 0.3) & (table["churn_logit"] == -1.5)]
+    assert tired["winner"].iloc[0] != "greedy_myopic"  # heavy fatigue and churn: spacing (or silence) wins
+    summary = winner_changes(table, dc.replace(cfg, fatigue_factor=1.0, churn_logit=-12.0))
+    assert summary["winner_changes"] and summary["configured_winner"] == "greedy_myopic"
+    only_churn = sensitivity_study(cfg, make_world, ("churn",), eval_seed=3, say=lambda _m: None)
+    assert set(only_churn["fatigue_factor"]) == {cfg.fatigue_factor}

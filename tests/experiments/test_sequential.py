@@ -27,7 +27,7 @@ TINY = {"n_users": 150, "horizon": 5, "ppo_timesteps": 256, "n_envs": 8, "ppo_cu
         "bandit_users": 16, "bandit_context_dims": 3, "eval_users": 24, "eval_seeds": 2, "lambdas": [0.0, 2.0],
         "pareto_agents": ["greedy", "epsilon_greedy"]}
 AGENTS = ("ppo", "epsilon_greedy", "linucb", "greedy_myopic", "greedy_spaced_0", "greedy_spaced_1", "greedy_spaced_2",
-          "uniform_push", "never_push")
+          "optimum", "uniform_push", "never_push")
 CLICK = Objective(name="click", reward="click")
 
 
@@ -56,7 +56,10 @@ def test_tiny_run_writes_files_and_sections(tiny_run) -> None:
         assert (root / rel).exists() and (root / rel).stat().st_size > 0, rel
     assert list((root / "ppo" / "checkpoints").glob("ppo_*_steps.zip"))
     titles = [t for t, _ in run.sections]
-    assert titles == ["synth: when to push: PPO vs bandits with fatigue and churn on", "synth: accuracy–diversity front (λ sweep)"]
+    assert titles == ["synth: when to push: PPO vs bandits with fatigue and churn on", "synth: accuracy–diversity front (λ sweep)",
+                      "synth: what the simulator assumes about timing"]
+    for rel in ("sequential/dynamics.png", "sequential/sensitivity.csv"):
+        assert (root / rel).exists() and (root / rel).stat().st_size > 0, rel
     body = run.sections[0][1]
     for name in AGENTS:
         assert f"| {name} |" in body
@@ -95,6 +98,24 @@ def test_tiny_run_metrics_are_consistent(tiny_run) -> None:
     assert table.loc["ppo", "reward_per_user"] == pytest.approx(agents["ppo"]["reward_per_user"])
     front = __import__("pandas").read_csv(run.root / "synth" / "sequential" / "pareto.csv")
     assert front["non_dominated"].any() and set(front["agent"]) == {"greedy", "epsilon_greedy"}
+
+
+def test_the_optimum_and_the_dynamics_are_reported(tiny_run) -> None:
+    run, out, _, _ = tiny_run
+    opt = out["optimum"]
+    assert opt["exact"] is True and opt["simulated"] == pytest.approx(out["agents"]["optimum"]["reward_per_user"])
+    assert opt["share_of_optimum"]["optimum"] == pytest.approx(opt["simulated"] / opt["reward_per_user"])
+    # the exact optimum is no worse than any rule it is compared with, in expectation: allow the rules' noise
+    for name in ("greedy_myopic", "greedy_spaced_0", "greedy_spaced_1", "uniform_push", "never_push"):
+        assert opt["reward_per_user"] >= out["agents"][name]["reward_per_user_ci_low"], name
+    d = out["dynamics"]
+    # the synthetic truth reacts to recent pushes itself; churn is the configured rule
+    assert d["fatigue_source"] == "learned" and d["churn_source"] == "assumed" and d["source"] == "assumed"
+    assert d["fatigue_multiplier"]["0"] == pytest.approx(1.0) and d["fatigue_multiplier"]["2"] < 1.0
+    probs = [d["unsubscribe_probability"][str(r)] for r in range(4)]
+    assert probs == sorted(probs) and 0 < probs[0] < 0.05
+    assert "winner_changes" in d["sensitivity"] and len(d["sensitivity"]["winners"]) == 3  # churn grid only
+    assert "Sensitivity to the assumed churn" in run.sections[2][1]
 
 
 def test_returned_metrics_round_trip_through_metrics_json(tiny_run) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -113,3 +115,101 @@ def test_log_without_optional_columns(raw_log):
 def test_propensity_column_absent_is_allowed(raw_log):
     data = LoggedData.from_frame(raw_log.drop(columns=["propensity"]), schema=SCHEMA)
     assert data.pscore is None
+
+
+# unsubscribe: an outcome column (not a reward) ----------------------------------------------------------------------
+def _with_unsubscribe(raw_log: pd.DataFrame, column: str = "unsubscribe") -> pd.DataFrame:
+    """The log with a 0/1 unsubscribe column: each user unsubscribes at their last row (by time) and never before."""
+    frame = raw_log.copy()
+    last = frame.sort_values("timestamp").groupby("user_id").tail(1).index
+    frame[column] = 0
+    frame.loc[last, column] = 1
+    return frame
+
+
+def test_unsubscribe_is_an_outcome_not_a_reward_nor_a_feature(raw_log, raw_catalogue):
+    frame = _with_unsubscribe(raw_log)
+    data = _load(frame, raw_catalogue)
+    assert data.has_unsubscribe and data.reward_names == ("click", "conversion", "revenue")
+    assert "unsubscribe" not in data.feature_names
+    np.testing.assert_array_equal(data.unsubscribe, frame["unsubscribe"].to_numpy(dtype=float))
+    assert data.unsubscribe_observed.all() and data.warnings == ()  # nobody was pushed after unsubscribing
+    # absent column: no role; the role off (None or excluded): the column is a plain (look-alike) feature
+    assert not _load(raw_log, raw_catalogue).has_unsubscribe and _load(raw_log, raw_catalogue).unsubscribe is None
+    off = LoggedData.from_frame(frame, schema=replace(SCHEMA, unsubscribe=None))
+    assert not off.has_unsubscribe and "unsubscribe" in off.feature_names
+    assert not LoggedData.from_frame(frame, schema=replace(SCHEMA, exclude=("unsubscribe",))).has_unsubscribe
+
+
+def test_unsubscribe_column_is_renameable(raw_log, raw_catalogue):
+    frame = _with_unsubscribe(raw_log, "opted_out")
+    data = LoggedData.from_frame(frame, schema=replace(SCHEMA, unsubscribe="opted_out"))
+    np.testing.assert_array_equal(data.unsubscribe, frame["opted_out"].to_numpy(dtype=float))
+    assert "opted_out" not in data.feature_names
+    frame.loc[[3, 8], "opted_out"] = 2
+    with pytest.raises(LoggedDataError, match="value other than 0 or 1") as info:
+        LoggedData.from_frame(frame, schema=replace(SCHEMA, unsubscribe="opted_out"))
+    assert info.value.column == "opted_out" and info.value.rows == [3, 8]
+
+
+@pytest.mark.parametrize(("value", "fragment"), [(0.5, "other than 0 or 1"), (-1, "other than 0 or 1"),
+                                                 (np.nan, "NaN"), ("yes", "wrong dtype")])
+def test_unsubscribe_not_0_or_1_is_refused_naming_column_and_rows(raw_log, raw_catalogue, value, fragment):
+    frame = _set(_with_unsubscribe(raw_log), "unsubscribe", [5, 17], value)
+    with pytest.raises(LoggedDataError, match=fragment) as info:
+        _load(frame, raw_catalogue)
+    assert info.value.column == "unsubscribe" and info.value.rows == [5, 17] and "0 or 1" in str(info.value)
+
+
+def test_unsubscribe_cannot_also_be_a_reward(raw_log):
+    with pytest.raises(ValueError, match="several roles.*unsubscribe is an outcome, not a reward"):
+        replace(SCHEMA, rewards=("click", "unsubscribe"))
+    # with the role renamed, a column literally called `unsubscribe` would shadow the canonical one
+    frame = _with_unsubscribe(_with_unsubscribe(raw_log), "opted_out")
+    with pytest.raises(LoggedDataError, match="column 'unsubscribe': .*reward or feature"):
+        LoggedData.from_frame(frame, schema=replace(SCHEMA, unsubscribe="opted_out"))
+
+
+def _pushed_after(frame: pd.DataFrame, no_push: object | None) -> tuple[set, list[int]]:
+    """Brute force: (users, rows) with a row strictly later than the user's first unsubscribe, not a no-push."""
+    users, rows = set(), []
+    for i, row in frame.iterrows():
+        mine = frame[(frame["user_id"] == row["user_id"]) & (frame["unsubscribe"] == 1)]
+        if len(mine) and pd.Timestamp(row["timestamp"]) > pd.to_datetime(mine["timestamp"]).min() \
+                and row["action"] != no_push:
+            users.add(row["user_id"])
+            rows.append(int(i))
+    return users, rows
+
+
+def test_pushes_after_an_unsubscribe_are_a_warning_naming_users_and_rows(raw_log, raw_catalogue):
+    frame = raw_log.copy()
+    order = frame.sort_values("timestamp")
+    first = order.groupby("user_id").head(1).index[:6]  # six users unsubscribe at their first row
+    frame["unsubscribe"] = 0
+    frame.loc[first, "unsubscribe"] = 1
+    no_push = raw_catalogue["action"].iloc[-1]
+    users, rows = _pushed_after(frame, no_push)
+    assert len(users) >= 3 and len(rows) > 5
+    data = LoggedData.from_frame(frame, schema=replace(SCHEMA, no_push_action=no_push),
+                                 catalogue=Catalogue.from_frame(raw_catalogue, id_column="action"))
+    (warning,) = [w for w in data.warnings if "after unsubscribing" in w]
+    assert f"{len(users)} user(s) still got pushes after unsubscribing ({len(rows)} row(s)" in warning
+    assert "first rows " + ", ".join(map(str, sorted(rows)[:5])) + ", ..." in warning
+    assert warning.startswith("column 'unsubscribe'")
+    # the outcome is not observed on a user's rows after their unsubscribe, no-push rows included
+    _, later = _pushed_after(frame, None)
+    assert sorted(np.flatnonzero(~data.unsubscribe_observed).tolist()) == sorted(later)
+    assert data.subset(np.array(later)).unsubscribe_observed.sum() == 0  # kept through a split
+    # without user ids or timestamps, order is unknown: no warning, every row observed
+    bare = LoggedData.from_frame(frame.drop(columns=["timestamp"]), schema=SCHEMA)
+    assert bare.unsubscribe_observed.all() and not any("after unsubscribing" in w for w in bare.warnings)
+
+
+def test_save_and_load_keep_the_unsubscribe_role(raw_log, raw_catalogue, tmp_path):
+    from pushrl.envs.data.loaders import load_log, save_log
+
+    data = _load(_with_unsubscribe(raw_log), raw_catalogue)
+    back = load_log(save_log(data, tmp_path / "log.parquet"), SCHEMA, catalogue=data.catalogue)
+    np.testing.assert_array_equal(back.unsubscribe, data.unsubscribe)
+    assert back.feature_names == data.feature_names and back.reward_names == data.reward_names
