@@ -3,7 +3,8 @@
 features = [top-k principal components of the context, the history part of the observation, 1]:
 the full ~110-wide OBD context makes LinUCB 30x slower, so the context is projected onto the
 principal components of the pool (an SVD of the centred pool contexts) and the history columns
-(`ObservationLayout.history`) are kept as they are. Rewards are divided by `reward_scale` (the
+(`ObservationLayout.history`) are kept as they are; the day of the episode is left out (a day's expected reward
+does not depend on it, and the features stay those of the bandits' earlier runs). Rewards are divided by `reward_scale` (the
 world's average push) so exploration settings mean the same on every log.
 """
 

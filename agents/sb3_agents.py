@@ -57,6 +57,8 @@ ALGO_DEFAULTS: dict[str, dict[str, Any]] = {
 CHECKPOINT_RE = re.compile(r"^(ppo|dqn|a2c)_(\d+)_steps\.zip$")
 CURVE_FILE = "learning_curve.csv"
 EnvFactory = Callable[[int], BatchedPushEnv]
+PolicyOf = Callable[..., Any]
+"""(model, exploration_rate) -> the model as a BasePolicy over the env's observation (default: SB3Policy)."""
 
 
 @dataclass(frozen=True)
@@ -144,10 +146,11 @@ class TrainedSB3:
     run_dir: Path
     checkpoint: Path
     learning_curve: pd.DataFrame
+    as_policy: PolicyOf = SB3Policy
 
-    def policy(self, exploration_rate: float | None = None) -> SB3Policy:
+    def policy(self, exploration_rate: float | None = None) -> Any:
         """The model as a Policy (DQN: ε = exploration_rate, default the model's current one)."""
-        return SB3Policy(self.model, exploration_rate)
+        return self.as_policy(self.model, exploration_rate)
 
 
 def checkpoint_path(directory: Path, algo: str, timesteps: int) -> Path:
@@ -215,9 +218,10 @@ class CheckpointCallback(BaseCallback):
 class LearningCurveCallback(BaseCallback):
     """Simulator value of the current policy every `freq` timesteps, into a CSV and TensorBoard."""
 
-    def __init__(self, config: SB3AgentConfig, eval_env: BatchedPushEnv, csv_path: Path) -> None:
+    def __init__(self, config: SB3AgentConfig, eval_env: BatchedPushEnv, csv_path: Path,
+                 as_policy: PolicyOf = SB3Policy) -> None:
         super().__init__()
-        self.config, self.eval_env, self.csv_path = config, eval_env, csv_path
+        self.config, self.eval_env, self.csv_path, self.as_policy = config, eval_env, csv_path, as_policy
         self.rows: list[dict[str, float]] = []
         self._last = -1
         self._start = time.perf_counter()
@@ -242,7 +246,7 @@ class LearningCurveCallback(BaseCallback):
 
     def evaluate(self) -> dict[str, float]:
         eps = self.config.eval_exploration_rate if isinstance(self.model, DQN) else None
-        result = rollout(SB3Policy(self.model, eps), self.eval_env, None, self.config.eval_seeds, self.config.seed)
+        result = rollout(self.as_policy(self.model, eps), self.eval_env, None, self.config.eval_seeds, self.config.seed)
         m = result.metrics
         row = {"timesteps": int(self.model.num_timesteps), "reward_per_user": m["reward_per_user"].mean,
                "reward_per_user_ci_low": m["reward_per_user"].ci_low,
@@ -264,11 +268,15 @@ def _resolve(run_dir: Path, folder: str | None) -> str | None:
 
 
 def train_sb3(config: SB3AgentConfig, env_factory: EnvFactory, run_dir: str | Path,
-              callbacks: Sequence[BaseCallback] = ()) -> TrainedSB3:
+              callbacks: Sequence[BaseCallback] = (), *, adapter: Callable[[BatchedPushEnv], Any] = to_sb3_vec_env,
+              as_policy: PolicyOf = SB3Policy) -> TrainedSB3:
     """Train (or resume) an SB3 agent on `env_factory(config.n_envs)`; see the module docstring.
 
     `callbacks` are extra SB3 callbacks run after the checkpoint and evaluation ones. A
-    KeyboardInterrupt saves a checkpoint of the current model and is re-raised.
+    KeyboardInterrupt saves a checkpoint of the current model and is re-raised. `adapter` turns the
+    BatchedPushEnv into the SB3 VecEnv trained on (default: the env's own observation and actions) and
+    `as_policy(model, ε)` the model into the Policy evaluated on the env (learning curve, `policy()`):
+    `pushrl.agents.timing_rl` passes its two-action timing view.
     """
     if not isinstance(config, SB3AgentConfig):
         raise TypeError(f"config must be an SB3AgentConfig, got {type(config).__name__}")
@@ -280,7 +288,7 @@ def train_sb3(config: SB3AgentConfig, env_factory: EnvFactory, run_dir: str | Pa
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_dir = run_dir / config.checkpoint_dir
     latest = latest_checkpoint(ckpt_dir, config.algo)
-    venv = VecMonitor(to_sb3_vec_env(env))
+    venv = VecMonitor(adapter(env))
     tb = _resolve(run_dir, config.tensorboard_log)
     cls = ALGORITHMS[config.algo]
     if latest is not None:
@@ -299,7 +307,7 @@ def train_sb3(config: SB3AgentConfig, env_factory: EnvFactory, run_dir: str | Pa
         if eval_env.max_episode_steps is None:
             raise ValueError("SB3AgentConfig.eval_freq > 0 needs finite episodes, but env_factory's env has "
                              "max_episode_steps=None")
-        chain.append(LearningCurveCallback(config, eval_env, run_dir / CURVE_FILE))
+        chain.append(LearningCurveCallback(config, eval_env, run_dir / CURVE_FILE, as_policy))
     chain.extend(callbacks)
     remaining = config.total_timesteps - model.num_timesteps
     checkpoint = latest
@@ -315,4 +323,4 @@ def train_sb3(config: SB3AgentConfig, env_factory: EnvFactory, run_dir: str | Pa
         raise RuntimeError("no checkpoint was written")
     curve_path = run_dir / CURVE_FILE
     curve = pd.read_csv(curve_path) if curve_path.exists() else pd.DataFrame()
-    return TrainedSB3(model, config, run_dir, checkpoint, curve)
+    return TrainedSB3(model, config, run_dir, checkpoint, curve, as_policy)

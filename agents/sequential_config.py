@@ -29,16 +29,20 @@ class SequentialConfig:
     """Pool size: simulated users are drawn from this many training users (all if fewer)."""
     horizon: int = 30
     """Days per user episode (one push opportunity a day)."""
-    ppo_timesteps: int = 300_000
-    """PPO training budget in user-days (summed over the n_envs users)."""
+    ppo_timesteps: int = 100_000
+    """Training budget of each RL agent (PPO, DQN, A2C) in user-days (summed over the n_envs users)."""
+    rl_agents: list[str] = field(default_factory=lambda: ["ppo", "dqn", "a2c"])
+    """The RL agents trained (each decides when to push; the greedy picks which: `pushrl.agents.timing_rl`)."""
+    rl_gamma: float = 0.97
+    """Discount of the RL agents (docs/RL_TIMING.md: 0.99 collapsed PPO onto never push on OBD)."""
     n_envs: int = 64
     """Users PPO steps together."""
     ppo_learning_rate: float = 1e-3
     """PPO's Adam step size."""
-    ppo_n_steps: int = 64
-    """Days each of the n_envs users is stepped per PPO rollout (64: about two episodes)."""
-    ppo_ent_coef: float = 0.01
-    """PPO's entropy bonus (keeps it from collapsing onto "never push" early)."""
+    ppo_n_steps: int = 32
+    """Days each of the n_envs users is stepped per PPO rollout (32: about one episode)."""
+    ppo_ent_coef: float = 0.0
+    """PPO's entropy bonus (0: with two actions and expected rewards PPO explores enough; docs/RL_TIMING.md)."""
     ppo_curve_points: int = 5
     """Learning-curve evaluations during PPO training (each 512 users x 3 seeds)."""
     bandits: dict[str, Any] = field(default_factory=lambda: {"linucb": {"alpha": 0.5}, "epsilon_greedy": {"epsilon": 0.1}})
@@ -114,6 +118,12 @@ class SequentialConfig:
         for name in ("ppo_ent_coef", "churn_slope", "unsubscribe_cost", "push_cost", "diversity_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"SequentialConfig.{name} must be >= 0, got {getattr(self, name)}")
+        bad_rl = sorted(set(self.rl_agents) - {"ppo", "dqn", "a2c"})
+        if bad_rl or "ppo" not in self.rl_agents:
+            raise ValueError(f"SequentialConfig.rl_agents must name ppo and optionally dqn, a2c, got {list(self.rl_agents)}")
+        self.rl_agents = list(self.rl_agents)
+        if isinstance(self.rl_gamma, bool) or not isinstance(self.rl_gamma, int | float) or not 0 < self.rl_gamma <= 1:
+            raise ValueError(f"SequentialConfig.rl_gamma must be in (0, 1], got {self.rl_gamma!r}")
         lams = list(self.lambdas)
         if not lams or any(isinstance(v, bool) or not isinstance(v, int | float) or not np.isfinite(v) or v < 0 for v in lams):
             raise ValueError(f"SequentialConfig.lambdas must be a non-empty list of numbers >= 0, got {lams}")

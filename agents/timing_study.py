@@ -1,6 +1,7 @@
 """The when-to-push study in the simulator: PPO's recipe, the baselines, the spacing question and the λ sweep.
 
-* `ppo_agent_config(cfg, seed)`: the SB3 PPO settings of `SequentialConfig`.
+* `ppo_agent_config(cfg, seed)`, `rl_agent_config(cfg, algo, seed)`: the SB3 settings of `SequentialConfig`'s
+  timing agents (PPO, DQN, A2C deciding when to push: `pushrl.agents.timing_rl`).
 * `baseline_policies(dynamics, λ, ...)`: the myopic greedy (and its spacing rules), always-push-uniform
   and never-push, by their report names.
 * `spacing_comparison(results)`: does the best spacing rule beat the daily myopic greedy, and where
@@ -23,11 +24,12 @@ from pushrl.agents.observation_bandit import train_bandit
 from pushrl.agents.rollout import RolloutResult, compare, rollout
 from pushrl.agents.sb3_agents import SB3AgentConfig
 from pushrl.agents.sequential_config import SequentialConfig
+from pushrl.envs.sim.optimum import evaluate_rule, solve, timing_model
 from pushrl.envs.sim.push_env import PushDynamics
 from pushrl.envs.sim.world import World
 from pushrl.policies.pareto import ACCURACY, DIVERSITY, mark_front
 from pushrl.policies.policy import BasePolicy, ConstantPolicy
-from pushrl.policies.timing import AlwaysPushUniform, MyopicGreedy, OptimalTiming
+from pushrl.policies.timing import AlwaysPushUniform, MyopicGreedy, OptimalTiming, myopic_rule
 
 GREEDY = "greedy_myopic"
 SPACED = "greedy_spaced_"
@@ -40,6 +42,19 @@ PPO_CURVE_USERS = 512
 SWEEP_METRICS = (ACCURACY, "response_rate", DIVERSITY, "catalogue_coverage", "pushes_per_user", "unsubscribe_rate",
                  "reward_per_user")
 """The metrics of each sweep point (each with its _ci_low and _ci_high)."""
+
+
+def rl_agent_config(cfg: SequentialConfig, algo: str, seed: int) -> SB3AgentConfig:
+    """The timing agent `algo` (ppo, dqn, a2c; `pushrl.agents.timing_rl`): cfg.ppo_timesteps user-days on cfg.n_envs
+    users, cfg.ppo_curve_points curve points, gamma cfg.rl_gamma; PPO's n_steps and ent_coef from cfg."""
+    if algo == "ppo":
+        base = ppo_agent_config(cfg, seed)
+        return dataclasses.replace(base, algo_kwargs=base.algo_kwargs | {"gamma": cfg.rl_gamma})
+    eval_freq = max(1, cfg.ppo_timesteps // cfg.ppo_curve_points) if cfg.ppo_curve_points else 0
+    return SB3AgentConfig(algo=algo, total_timesteps=cfg.ppo_timesteps, n_envs=cfg.n_envs,
+                          learning_rate=cfg.ppo_learning_rate, seed=seed, tensorboard_log=None,
+                          checkpoint_freq=max(1, cfg.ppo_timesteps // 2), eval_freq=eval_freq,
+                          eval_users=PPO_CURVE_USERS, eval_seeds=3, algo_kwargs={"gamma": cfg.rl_gamma})
 
 
 def ppo_agent_config(cfg: SequentialConfig, seed: int) -> SB3AgentConfig:
@@ -66,6 +81,23 @@ def baseline_policies(dynamics: PushDynamics, diversity_weight: float, spacing_r
     policies["uniform_push"] = AlwaysPushUniform(n)
     policies["never_push"] = ConstantPolicy(n + 1, n)
     return policies
+
+
+def rl_comparison(results: Mapping[str, RolloutResult], rl_agents: list[str], optimum: float | None) -> dict[str, Any]:
+    """The best RL agent (highest reward per user), its share of the optimum's exact value, and it against the best
+    spacing rule (paired `compare`): keys rl_best, rl_best_share_of_optimum, rl_vs_best_rule ({} without RL agents)."""
+    agents = [a for a in rl_agents if a in results]
+    if not agents:
+        return {}
+    best = max(agents, key=lambda n: results[n].metrics["reward_per_user"].mean)
+    value = results[best].metrics["reward_per_user"].mean
+    out: dict[str, Any] = {"rl_best": best,
+                           "rl_best_share_of_optimum": float(value / optimum) if optimum and optimum > 0 else None}
+    rules = [n for n in results if n.startswith(SPACED)]
+    if rules:
+        rule = max(rules, key=lambda n: results[n].metrics["reward_per_user"].mean)
+        out["rl_vs_best_rule"] = compare(results[best], results[rule]) | {"rule": rule}
+    return out
 
 
 def spacing_comparison(results: Mapping[str, RolloutResult], challenger: str = "ppo") -> dict[str, Any]:
@@ -112,8 +144,21 @@ def pareto_sweep(cfg: SequentialConfig, world: World, seed: int, eval_seed: int,
     return table
 
 
-SENSITIVITY_AGENTS = "baselines and spacing rules"
-"""What the sensitivity table compares in each cell (no training: the grid stays cheap)."""
+SENSITIVITY_AGENTS = ("greedy_myopic", "greedy_spaced_k", "optimum", "uniform_push", "never_push")
+"""What the sensitivity table compares in each cell: nothing that needs training, so the grid stays cheap."""
+
+
+def exact_rule_values(dynamics: PushDynamics, contexts: np.ndarray, horizon: int) -> dict[str, float]:
+    """Expected reward per user of the untrained agents, computed exactly over the pool (no sampling noise):
+    the myopic greedy, its spacing rules, the DP optimum, uniform_push and never_push (λ = 0 dynamics)."""
+    model = timing_model(dynamics, contexts, horizon)
+    n, a = model.q.shape[:2]
+    window = dynamics.config.fatigue_window
+    rules = {GREEDY: myopic_rule(model)} | {f"{SPACED}{k}": myopic_rule(model, k) for k in range(window)}
+    uniform = np.tile(np.r_[np.full(a, 1.0 / a), 0.0], (n, 1))
+    rules |= {"uniform_push": lambda *_: uniform, "never_push": lambda *_: np.full(n, a)}
+    values = {name: float(evaluate_rule(model, rule).mean()) for name, rule in rules.items()}
+    return values | {OPTIMUM: solve(model, keep_table=False).mean}
 
 
 def sensitivity_study(cfg: SequentialConfig, make_world: Callable[[SequentialConfig], World], vary: tuple[str, ...],
@@ -122,26 +167,35 @@ def sensitivity_study(cfg: SequentialConfig, make_world: Callable[[SequentialCon
 
     vary: which of ("fatigue", "churn") are assumptions: fatigue varies cfg.sensitivity_fatigue
     (fatigue_factor), churn varies cfg.sensitivity_churn_logit (churn_logit); the other stays as configured.
-    make_world(settings) builds the world for one cell. Returns one row per (cell, agent): fatigue_factor,
-    churn_logit, agent, reward_per_user with its CI, and `winner` (the cell's best agent by reward per user).
+    make_world(settings) builds the world for one cell. With λ = 0 each agent's expected reward per user is
+    exact over the pool (`exact_rule_values`: the optimum's recursion, no sampling noise, so a changed winner
+    is a real change); with λ > 0 the rules are rolled out (cfg.eval_users users x cfg.sensitivity_seeds
+    seeds). Returns one row per (cell, agent): fatigue_factor, churn_logit, agent, reward_per_user (with its
+    CI; equal to it when exact), method, and `winner` (the cell's best rule by reward per user; the optimum is
+    the bar the rules are measured against, not one of them).
     """
     fatigue = cfg.sensitivity_fatigue if "fatigue" in vary else [cfg.fatigue_factor]
     churn = cfg.sensitivity_churn_logit if "churn" in vary else [cfg.churn_logit]
     rows = []
     for f in fatigue:
         for c in churn:
-            cell = dataclasses.replace(cfg, fatigue_factor=f, churn_logit=c)
-            world = make_world(cell)
+            world = make_world(dataclasses.replace(cfg, fatigue_factor=f, churn_logit=c))
             env = world.factory()(cfg.eval_users)
-            policies = baseline_policies(env.dynamics, world.config.diversity_weight, True, cfg.fatigue_window)
             cell_rows = []
-            for name, policy in policies.items():
-                m = rollout(policy, env, None, cfg.sensitivity_seeds, eval_seed).metrics["reward_per_user"]
-                cell_rows.append({"fatigue_factor": f, "churn_logit": c, "agent": name, "reward_per_user": m.mean,
-                                  "reward_per_user_ci_low": m.ci_low, "reward_per_user_ci_high": m.ci_high})
-            best = max(cell_rows, key=lambda r: r["reward_per_user"])["agent"]
-            rows += [r | {"winner": best} for r in cell_rows]
-    say(f"  sensitivity: {len(fatigue) * len(churn)} (fatigue, churn) cells x {len(policies)} agents")
+            if world.config.diversity_weight == 0 and env.config.slate_size == 1:
+                for name, v in exact_rule_values(env.dynamics, world.shop.contexts, world.horizon).items():
+                    cell_rows.append({"agent": name, "reward_per_user": v, "reward_per_user_ci_low": v,
+                                      "reward_per_user_ci_high": v, "method": "exact"})
+            else:
+                policies = baseline_policies(env.dynamics, world.config.diversity_weight, True, cfg.fatigue_window)
+                for name, policy in policies.items():
+                    m = rollout(policy, env, None, cfg.sensitivity_seeds, eval_seed).metrics["reward_per_user"]
+                    cell_rows.append({"agent": name, "reward_per_user": m.mean, "reward_per_user_ci_low": m.ci_low,
+                                      "reward_per_user_ci_high": m.ci_high, "method": "rollout"})
+            rules = [r for r in cell_rows if r["agent"] != OPTIMUM]  # the optimum is the bar, not a rule to pick
+            best = max(rules, key=lambda r: r["reward_per_user"])["agent"]
+            rows += [{"fatigue_factor": f, "churn_logit": c} | r | {"winner": best} for r in cell_rows]
+    say(f"  sensitivity: {len(fatigue) * len(churn)} (fatigue, churn) cells x {len(cell_rows)} agents")
     return pd.DataFrame(rows)
 
 

@@ -9,8 +9,10 @@ softmax exploration, exported with `export_scorer`. Measured on this machine:
   - in-process, batches of 256: decisions/s, onnxruntime versus torch eager;
   - HTTP (uvicorn in a child process, decision log on, loopback client):
     throughput and p50/p99 per call at rising concurrency, single-request and
-    batched calls. Goals: in-process p99 < 200 us, ONNX >= torch eager, HTTP
-    p99 < 10 ms at the highest load that keeps zero errors.
+    batched calls, then the production setup (`serve --workers N`, uvloop, httptools, orjson) stepped up
+    by `find_max_load`. Goals (issue 18), printed next to each measurement: one decision p99 <= 60 us
+    without the decision log and <= 100 us with it; HTTP >= 4,000 decisions/s at batch 1 with p99 <= 5 ms
+    at concurrency 8 and zero errors. ONNX >= torch eager.
 Both engines run on one thread (ORT intra_op_num_threads=1, torch.set_num_threads(1)).
 """
 
@@ -30,12 +32,19 @@ from pushrl.agents.export import export_scorer
 from pushrl.envs.data.features import ContextEncoder
 from pushrl.policies.artifact import Exploration
 from pushrl.policies.serving.decision_log import DecisionLog
-from pushrl.policies.serving.loadtest import ServerProcess, random_requests, run_load
+from pushrl.policies.serving.loadtest import ServerProcess, find_max_load, random_requests, run_load
 from pushrl.policies.serving.runtime import PolicyRuntime
 
 N_NUMERIC, N_CATEGORICAL, N_CATEGORIES, HIDDEN, N_ACTIONS = 76, 4, 5, 64, 80
 REPS = int(os.environ.get("PUSHRL_BENCH_SERVING_REPS", 5000))
 HTTP_SECONDS = float(os.environ.get("PUSHRL_BENCH_SERVING_HTTP_S", 8))
+WORKERS = int(os.environ.get("PUSHRL_BENCH_SERVING_WORKERS", max(2, min(8, (os.cpu_count() or 2)))))
+GOAL_US, GOAL_LOG_US = 60.0, 100.0
+GOAL_RATE, GOAL_P99_MS, GOAL_CONCURRENCY = 4000.0, 5.0, 8
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "MISSED"
 
 
 class TorchSession:
@@ -111,9 +120,11 @@ def in_process(module: torch.nn.Module, path: Path, log_dir: Path) -> None:
         logged = PolicyRuntime.load(path, seed=0, decision_log=log)
         d_log = show("decide([request]) + decision log (no wait)",
                      latencies_us(lambda: logged.decide(one, wait_logged=False), REPS))
-    print(f"  goal p99 < 200 us for one decision: wall {d_ort[0]:.0f} us, cpu {d_ort[1]:.0f} us "
-          f"({'met' if d_ort[0] < 200 else 'met on CPU time only' if d_ort[1] < 200 else 'MISSED'}); "
-          f"with the decision log: wall {d_log[0]:.0f} us, cpu {d_log[1]:.0f} us")
+        log.flush()
+    for label, (wall, cpu), goal in (("one decision", d_ort, GOAL_US), ("with the decision log", d_log, GOAL_LOG_US)):
+        status = "met" if wall <= goal else "met on CPU time only" if cpu <= goal else "MISSED"
+        print(f"  goal p99 <= {goal:.0f} us, {label}: wall {wall:.0f} us, cpu {cpu:.0f} us ({status}); "
+              f"{wall / m_ort[0]:.1f}x the bare model call's p99")
     print(f"  torch eager / onnxruntime, p99 cpu: model call {m_torch[1] / m_ort[1]:.2f}x, "
           f"decide {d_torch[1] / d_ort[1]:.2f}x")
     print("in-process, batches of 256:")
@@ -146,6 +157,30 @@ def over_http(path: Path, log_dir: Path) -> None:
         print("  no single-request load kept p99 < 10 ms with zero errors")
 
 
+def production_http(path: Path, log_dir: Path) -> None:
+    """`serve --workers N` (uvloop, httptools, orjson when installed), decision log on, stepped up until
+    errors or p99 > GOAL_P99_MS; the concurrency-8 row is the issue's goal."""
+    requests = random_requests(PolicyRuntime.load(path).manifest, 1024, seed=3)
+    print(f"HTTP, production setup: {WORKERS} workers, uvloop + httptools + orjson, decision log on "
+          f"(load average {os.getloadavg()[0]:.1f}; the load client shares this machine's CPUs):")
+    with ServerProcess(path, seed=0, decision_log=str(log_dir / "http-workers"), workers=WORKERS) as server:
+        run_load(server.url, requests, n_calls=400, concurrency=4, time_limit_s=10)  # warm up every worker
+        found = find_max_load(server.url, requests, p99_ms=GOAL_P99_MS, concurrencies=(1, 2, 4, 8, 16, 32, 64),
+                              calls_per_step=50_000, step_s=HTTP_SECONDS,
+                              on_step=lambda r: print("  " + r.summary(), flush=True))
+        at8 = next((r for r in found.steps if r.concurrency == GOAL_CONCURRENCY), None)
+        if at8 is None:
+            at8 = run_load(server.url, requests, n_calls=50_000, concurrency=GOAL_CONCURRENCY,
+                           time_limit_s=HTTP_SECONDS)
+            print("  " + at8.summary())
+    print("  " + found.summary())
+    ok = at8.errors == 0 and at8.p99_ms <= GOAL_P99_MS and at8.decisions_per_s >= GOAL_RATE
+    print(f"  goal >= {GOAL_RATE:,.0f} decisions/s at batch 1, p99 <= {GOAL_P99_MS:g} ms, concurrency "
+          f"{GOAL_CONCURRENCY}, zero errors: {at8.decisions_per_s:,.0f} decisions/s "
+          f"({at8.decisions_per_s / GOAL_RATE:.2f}x the goal), p99 {at8.p99_ms:.2f} ms, errors {at8.errors} "
+          f"({verdict(ok)})")
+
+
 def main() -> None:
     torch.set_num_threads(1)
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start (shared machine)")
@@ -153,6 +188,7 @@ def main() -> None:
         module, path = build(Path(tmp))
         in_process(module, path, Path(tmp))
         over_http(path, Path(tmp))
+        production_http(path, Path(tmp))
 
 
 if __name__ == "__main__":

@@ -268,25 +268,50 @@ def example_next_steps(log: Path, catalogue: Path, no_push: str | None = None) -
 # ---------------------------------------------------------------- serve, loadtest
 
 def serve_cli(argv: list[str]) -> int:
-    """`pushrl serve ARTIFACT`: POST /v1/decide, GET /healthz, GET /v1/policy."""
+    """`pushrl serve ARTIFACT`: POST /v1/decide, GET /healthz, GET /v1/policy (admin endpoints with a token)."""
     parser = _Parser(prog="pushrl serve", description=serve_cli.__doc__)
     parser.add_argument("artifact", help="artifact folder (policy.onnx + manifest.json)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--seed", type=int, default=None, help="seed of the exploration sampler")
     parser.add_argument("--decision-log", default=None, help="folder for the decision log (JSON lines, rotated)")
-    parser.add_argument("--no-admin", action="store_true", help="disable POST /v1/admin/reload")
+    parser.add_argument("--durable-log", action="store_true",
+                        help="answer only once the decisions are fsynced to the decision log (needs --decision-log)")
+    parser.add_argument("--admin-token-file", default=None,
+                        help="file holding the admin token (>= 16 characters, e.g. `openssl rand -hex 32`); "
+                             "without it POST /v1/admin/* do not exist; with it each call needs "
+                             "Authorization: Bearer <token>")
+    parser.add_argument("--artifact-root", default=None,
+                        help="folder that /v1/admin/reload paths must stay inside (default: the artifact's parent)")
     parser.add_argument("--shadow", default=None, help="candidate artifact served in shadow mode (needs --decision-log)")
     parser.add_argument("--catalogue-file", default=None,
                         help="JSON file keeping the served catalogue of a feature-based artifact: read at start, "
                              "rewritten by POST /v1/admin/catalogue, applied to reloaded artifacts")
+    parser.add_argument("--strict", action="store_true",
+                        help="refuse (422 naming the field) contexts outside the training distribution: categories "
+                             "not seen in training (miscased ones too) and numbers outside the training range; "
+                             "without it they are served, listed under `ood` and counted on GET /metrics")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="server processes sharing the port (default 1); each checks request_id reuse "
+                             "against the ids it decided itself; admin calls need --workers 1")
     args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error(f"--workers must be >= 1, got {args.workers}")
+    if args.workers > 1 and args.admin_token_file is not None:
+        parser.error("--admin-token-file needs --workers 1: an admin call would change one worker process only")
+    if args.durable_log and args.decision_log is None:
+        parser.error("--durable-log needs --decision-log")
+    if args.artifact_root is not None and args.admin_token_file is None:
+        parser.error("--artifact-root limits admin reloads: it needs --admin-token-file")
     from pushrl.policies.artifact import ArtifactError
-    from pushrl.policies.serving.http import serve
+    from pushrl.policies.serving import http
 
     try:
-        serve(args.artifact, host=args.host, port=args.port, seed=args.seed, decision_log=args.decision_log,
-              enable_admin=not args.no_admin, shadow=args.shadow, catalogue_file=args.catalogue_file)
+        token = None if args.admin_token_file is None else http.read_admin_token(args.admin_token_file)
+        http.serve(args.artifact, host=args.host, port=args.port, seed=args.seed, decision_log=args.decision_log,
+                   durable_log=args.durable_log, admin_token=token, artifact_root=args.artifact_root,
+                   shadow=args.shadow, catalogue_file=args.catalogue_file, strict=args.strict,
+                   workers=args.workers)
     except (ArtifactError, ValueError, OSError) as exc:
         return _fail(parser.prog, exc)
     return 0
@@ -299,28 +324,52 @@ def loadtest_cli(argv: list[str]) -> int:
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument("--time-limit", type=float, default=30.0, help="seconds; the test stops by itself")
+    parser.add_argument("--time-limit", type=float, default=30.0,
+                        help="seconds; the test stops by itself (with --find-max: per step)")
+    parser.add_argument("--workers", type=int, default=1, help="server processes (as `pushrl serve --workers`)")
+    parser.add_argument("--decision-log", default=None, help="folder for the server's decision log")
+    parser.add_argument("--find-max", action="store_true",
+                        help="step the concurrency up (1, 2, 4, ... --concurrency) until errors or the --p99-ms "
+                             "bound break, and print the highest zero-error load")
+    parser.add_argument("--p99-ms", type=float, default=5.0, help="p99 latency bound of --find-max (ms)")
     args = parser.parse_args(argv)
     from pushrl.policies.artifact import ArtifactError, load_artifact
     from pushrl.policies.serving.loadtest import (
         ServerProcess,
+        find_max_load,
         load_table,
         random_requests,
         run_load,
     )
 
     try:
-        if min(args.calls, args.concurrency, args.batch_size) < 1 or args.time_limit <= 0:
-            raise ValueError(f"--calls, --concurrency and --batch-size must be >= 1 and --time-limit > 0; got "
-                             f"{args.calls}, {args.concurrency}, {args.batch_size}, {args.time_limit}")
+        if min(args.calls, args.concurrency, args.batch_size, args.workers) < 1 or args.time_limit <= 0:
+            raise ValueError(f"--calls, --concurrency, --batch-size and --workers must be >= 1 and --time-limit > 0; "
+                             f"got {args.calls}, {args.concurrency}, {args.batch_size}, {args.workers}, "
+                             f"{args.time_limit}")
+        if args.p99_ms <= 0:
+            raise ValueError(f"--p99-ms must be > 0, got {args.p99_ms}")
         manifest = load_artifact(args.artifact).manifest
         requests = random_requests(manifest, max(1000, args.batch_size))
-        with ServerProcess(args.artifact) as server:
-            result = run_load(server.url, requests, n_calls=args.calls, concurrency=args.concurrency,
-                              batch_size=args.batch_size, time_limit_s=args.time_limit)
+        options = {"workers": args.workers} if args.workers > 1 else {}
+        if args.decision_log is not None:
+            options["decision_log"] = args.decision_log
+        with ServerProcess(args.artifact, **options) as server:
+            if args.find_max:
+                steps = [c for c in (1, 2, 4, 8, 16, 32, 64, 128, 256) if c < args.concurrency] + [args.concurrency]
+                found = find_max_load(server.url, requests, p99_ms=args.p99_ms, concurrencies=steps,
+                                      batch_size=args.batch_size, calls_per_step=args.calls,
+                                      step_s=args.time_limit)
+            else:
+                result = run_load(server.url, requests, n_calls=args.calls, concurrency=args.concurrency,
+                                  batch_size=args.batch_size, time_limit_s=args.time_limit)
     except (ArtifactError, ValueError, RuntimeError, OSError) as exc:
         return _fail(parser.prog, exc)
-    print(load_table(result))
+    if args.find_max:
+        print(load_table(found.steps))
+        print(found.summary())
+    else:
+        print(load_table(result))
     return 0
 
 

@@ -58,6 +58,12 @@ class DataConfig:
     no_push: bool = False  # the last promotion is a no-push action (no click; organic purchases still happen)
     organic_conversion: float = 0.0  # scale of purchases without a click, pushed or not
     readable_promotions: bool = False  # promotion ids like discount15_email / no_push, with discount, category, channel
+    days: float = 28.0  # the log's time span (rows per user per day = n_rows / n_users / days)
+    fatigue: float = 0.15  # the true click logit falls by this per push in the last 3 days
+    churn_logit: float | None = None  # P(unsubscribe | push) = sigmoid(churn_logit + churn_slope r + churn_context u0); None: off
+    churn_slope: float = 0.0
+    churn_context: float = 0.0
+    keep_sending: float = 0.0  # share of unsubscribing users whose later rows stay in the log
     seed: int = 0
 
 

@@ -32,6 +32,12 @@ def load_data(cfg) -> tuple[LoggedData, SyntheticTruth | None]:
                 no_push=cfg.no_push,
                 organic_conversion=cfg.organic_conversion,
                 readable_promotions=cfg.readable_promotions,
+                days=cfg.days,
+                fatigue=cfg.fatigue,
+                churn_logit=cfg.churn_logit,
+                churn_slope=cfg.churn_slope,
+                churn_context=cfg.churn_context,
+                keep_sending=cfg.keep_sending,
                 seed=cfg.seed,
             )
         )

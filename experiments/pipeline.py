@@ -312,13 +312,16 @@ def stage_abtest(ctx: DatasetRun) -> None:
 
 def stage_sequential(ctx: DatasetRun) -> None:
     """When to push: PPO vs bandits with fatigue and churn, and the accuracy-diversity front."""
+    from pushrl.agents.trajectory_eval import trajectory_skip_reason
     from pushrl.experiments.sequential import sequential_section
 
+    trajectory_log = {} if trajectory_skip_reason(ctx.data) else {  # the log's own users, for trajectory OPE
+        "log": ctx.data, "log_contexts": ctx.model.encode(ctx.data)[0].astype(np.float64)}
     ctx.say(f"[bold]{ctx.key}[/bold]: sequential simulator (fatigue and churn on): PPO vs bandits, lambda sweep ...")
     seq = sequential_section(ctx.cfg.sequential, model=ctx.model, pool_contexts=ctx.x_train.astype(np.float64),
                              categories=coarsest_category(ctx.data.catalogue), action_ids=ctx.data.action_ids,
                              objective=ctx.objective, no_push_action=ctx.no_push, key=ctx.key, run=ctx.run,
-                             seed=int(ctx.cfg.seed), say=ctx.say)
+                             seed=int(ctx.cfg.seed), say=ctx.say, **trajectory_log)
     # wall-clock seconds are in the report text; metrics.json holds only reproducible numbers
     dynamics = seq.pop("dynamics", None)
     ctx.run.add_metrics(f"{ctx.key}/sequential", {k: v for k, v in seq.items() if k != "seconds"})

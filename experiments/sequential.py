@@ -32,20 +32,28 @@ from omegaconf import DictConfig, OmegaConf
 
 from pushrl.agents.observation_bandit import train_bandit
 from pushrl.agents.rollout import RolloutResult, compare, rollout
-from pushrl.agents.sb3_agents import train_sb3
 from pushrl.agents.sequential_config import SequentialConfig, as_sequential_config
+from pushrl.agents.timing_rl import train_timing
 from pushrl.agents.timing_study import (
     OPTIMUM,
     PPO_CURVE_USERS,
     baseline_policies,
     pareto_sweep,
-    ppo_agent_config,
+    rl_agent_config,
+    rl_comparison,
     sensitivity_study,
     spacing_comparison,
     winner_changes,
 )
+from pushrl.agents.trajectory_eval import (
+    log_trajectory_ope,
+    trajectory_metrics,
+    trajectory_skip_reason,
+)
 from pushrl.envs.common.atomic import write_text
+from pushrl.envs.data.logged_data import LoggedData
 from pushrl.envs.model.response import ResponseFunction
+from pushrl.envs.objectives import Objective
 from pushrl.envs.sim.batched_env import BatchedPushEnv
 from pushrl.envs.sim.dynamics_summary import DynamicsSummary, summarise_dynamics
 from pushrl.envs.sim.env_config import EnvObjective
@@ -75,7 +83,8 @@ def _seed(ss: np.random.SeedSequence) -> int:
 
 def sequential_section(cfg_seq: Any, *, model: ResponseFunction, pool_contexts: np.ndarray, categories: np.ndarray,
                        action_ids: np.ndarray, objective: EnvObjective, no_push_action: Any = None, key: str,
-                       run: RunFolder, seed: int, say: Callable[[str], Any] = print) -> dict[str, Any]:
+                       run: RunFolder, seed: int, say: Callable[[str], Any] = print, log: LoggedData | None = None,
+                       log_contexts: np.ndarray | None = None) -> dict[str, Any]:
     """PPO vs bandits vs baselines with fatigue and churn on, and the λ sweep; adds two report sections.
 
     Args:
@@ -88,6 +97,8 @@ def sequential_section(cfg_seq: Any, *, model: ResponseFunction, pool_contexts: 
         no_push_action: the log's no-push action id (the simulator's push-nothing action, earning the organic
             outcomes the model predicts for it), or None (not pushing earns 0).
         key: the dataset's key (report titles, output folder, metric prefix).
+        log, log_contexts: the whole log and its encoded contexts; with user ids, timestamps and propensities
+            the agents are also valued on it by trajectory OPE (`pushrl.agents.trajectory_eval`).
     Returns the headline metrics (for metrics.json under f"{key}/sequential"); {"enabled": False} if off.
     """
     cfg = as_sequential_config(OmegaConf.to_container(cfg_seq, resolve=True) if isinstance(cfg_seq, DictConfig)
@@ -106,10 +117,14 @@ def sequential_section(cfg_seq: Any, *, model: ResponseFunction, pool_contexts: 
         f"{eval_env.dynamics.n_allowed} pushable promotions, {cfg.horizon}-day episodes, objective {world.label}")
     policies, curve, explained = _train(cfg, world, run, key, ss_ppo, ss_bandits, timings, say)
     with _timed(timings, "evaluation"):
-        table, results = _evaluate(cfg, world, eval_env, policies, eval_seed, say)
+        table, results, everyone = _evaluate(cfg, world, eval_env, policies, eval_seed, say)
         write_text(out_dir / "sequential.csv", table.to_csv())
+    with _timed(timings, "trajectory_ope"):
+        trajectory = _trajectory_ope(log, log_contexts, eval_env, objective, everyone, eval_seed, say)
+        if trajectory is not None:
+            write_text(out_dir / "trajectory_ope.csv", trajectory.to_csv())
     learning_curve_plot(curve, table, out_dir / "ppo_learning_curve.png",
-                        f"{key}: PPO in the push simulator (fatigue and churn on)")
+                        f"{key}: RL deciding when to push (fatigue and churn on)")
     with _timed(timings, "pareto"):
         front = pareto_sweep(cfg, world, _seed(ss_pareto), eval_seed, say)
         write_text(out_dir / "pareto.csv", front.to_csv(index=False))
@@ -129,9 +144,9 @@ def sequential_section(cfg_seq: Any, *, model: ResponseFunction, pool_contexts: 
             write_text(out_dir / "sensitivity.csv", sensitivity.to_csv(index=False))
     timings["total"] = time.perf_counter() - t_start
     res = SequentialResults(cfg, world, table, {b: compare(results["ppo"], results[b]) for b in cfg.bandits},
-                            spacing_comparison(results), front,
+                            spacing_comparison(results) | rl_comparison(results, cfg.rl_agents, _optimum(table)), front,
                             {a: front_shape(front[front["agent"] == a]) for a in cfg.pareto_agents}, curve, explained,
-                            timings, dynamics, sensitivity, sensitivity_summary)
+                            timings, dynamics, sensitivity, sensitivity_summary, trajectory)
     add_sections(run, key, res)
     say(f"  sequential section done in {timings['total']:.0f} s")
     return headline(res)
@@ -139,12 +154,18 @@ def sequential_section(cfg_seq: Any, *, model: ResponseFunction, pool_contexts: 
 
 def _train(cfg: SequentialConfig, world: World, run: RunFolder, key: str, ss_ppo: np.random.SeedSequence,
            ss_bandits: np.random.SeedSequence, timings: dict[str, float],
-           say: Callable[[str], Any]) -> tuple[dict[str, BasePolicy], pd.DataFrame, float | None]:
-    """PPO (checkpoints under run.path(key, "ppo")) and the bandits, online in the world's env."""
-    with _timed(timings, "ppo"):
-        say(f"  ppo: {cfg.ppo_timesteps:,} user-days on {cfg.n_envs} users at a time")
-        trained = train_sb3(ppo_agent_config(cfg, _seed(ss_ppo)), world.factory(), run.path(key, "ppo"))
-        policies: dict[str, BasePolicy] = {"ppo": trained.policy()}
+           say: Callable[[str], Any]) -> tuple[dict[str, BasePolicy], dict[str, pd.DataFrame], float | None]:
+    """The RL timing agents (checkpoints under run.path(key, algo)) and the bandits, online in the world's env.
+
+    Each RL agent decides when to push, the myopic greedy which promotion (`pushrl.agents.timing_rl`)."""
+    policies: dict[str, BasePolicy] = {}
+    curves = {}
+    for algo, ss in zip(cfg.rl_agents, ss_ppo.spawn(len(cfg.rl_agents)), strict=True):
+        with _timed(timings, algo):
+            say(f"  {algo}: {cfg.ppo_timesteps:,} user-days on {cfg.n_envs} users at a time (when to push)")
+            seed = _seed(ss_ppo) if algo == "ppo" else _seed(ss)
+            trained = train_timing(rl_agent_config(cfg, algo, seed), world.factory(), world.unit, run.path(key, algo))
+            policies[algo], curves[algo] = trained.policy(), trained.learning_curve
     explained = None
     with _timed(timings, "bandits"):
         for (name, hp), ss in zip(cfg.bandits.items(), ss_bandits.spawn(max(1, len(cfg.bandits))), strict=False):
@@ -152,12 +173,31 @@ def _train(cfg: SequentialConfig, world: World, run: RunFolder, key: str, ss_ppo
             agent, _ = train_bandit(name, hp, world, cfg, None, _seed(ss))
             policies[name] = agent
             explained = agent.explained
-    return policies, trained.learning_curve, explained
+    return policies, curves, explained
+
+
+def _optimum(table: pd.DataFrame) -> float | None:
+    return table.attrs["optimum"]["reward_per_user"] if "optimum" in table.attrs else None
+
+
+def _trajectory_ope(log: LoggedData | None, log_contexts: np.ndarray | None, eval_env: BatchedPushEnv,
+                    objective: EnvObjective, policies: dict[str, BasePolicy], seed: int,
+                    say: Callable[[str], Any]) -> pd.DataFrame | None:
+    """The agents valued on the log's own user trajectories (None when the log cannot: no users, times or
+    propensities, or an objective that is not an `Objective`); the optimum keeps state outside the observation
+    and is left out."""
+    if log is None or log_contexts is None or not isinstance(objective, Objective) or trajectory_skip_reason(log):
+        return None
+    targets = {n: p for n, p in policies.items() if n != OPTIMUM}
+    say(f"  trajectory OPE of {len(targets)} agents on {log.n_rounds:,} logged decisions")
+    return log_trajectory_ope(log, log_contexts, eval_env.dynamics, objective, targets, seed=seed)
 
 
 def _evaluate(cfg: SequentialConfig, world: World, eval_env: BatchedPushEnv, trained: dict[str, BasePolicy],
-              eval_seed: int, say: Callable[[str], Any]) -> tuple[pd.DataFrame, dict[str, RolloutResult]]:
-    """Every agent and the baselines in eval_env (cfg.eval_users users) x cfg.eval_seeds seeds: the table and rollouts."""
+              eval_seed: int, say: Callable[[str], Any]
+              ) -> tuple[pd.DataFrame, dict[str, RolloutResult], dict[str, BasePolicy]]:
+    """Every agent and the baselines in eval_env (cfg.eval_users users) x cfg.eval_seeds seeds: the table, the
+    rollouts and the policies."""
     policies = trained | baseline_policies(eval_env.dynamics, world.config.diversity_weight, cfg.spacing_rules,
                                            cfg.fatigue_window, horizon=world.horizon)
     say(f"  evaluating {len(policies)} agents on {cfg.eval_users:,} users x {cfg.eval_seeds} seeds")
@@ -167,7 +207,7 @@ def _evaluate(cfg: SequentialConfig, world: World, eval_env: BatchedPushEnv, tra
         result = policies[OPTIMUM].result
         table.attrs["optimum"] = {"reward_per_user": result.mean, "exact": bool(result.exact), "method": result.method,
                                   "simulated": float(table.loc[OPTIMUM, "reward_per_user"])}
-    return table, results
+    return table, results, policies
 
 
 def headline(res: SequentialResults) -> dict[str, Any]:
@@ -189,12 +229,14 @@ def headline(res: SequentialResults) -> dict[str, Any]:
         "best_agent": str(table["reward_per_user"].idxmax()),
         "ppo_vs_bandits": comparisons,
         "ppo_beats_bandits": bool(comparisons) and all(c["verdict"] == "better" for c in comparisons.values()),
-        "spacing": res.spacing,
+        "spacing": {k: v for k, v in res.spacing.items() if not k.startswith("rl_")},
+        **{k: v for k, v in res.spacing.items() if k.startswith("rl_")},
         "optimum": optimum_metrics(table),
         "pareto": points,
         "pareto_monotone": {a: m[0] != NOT_MONOTONE for a, m in res.shapes.items()},
         "pareto_shape": {a: m[0] for a, m in res.shapes.items()},
         "seconds": res.timings,
+        "trajectory_ope": trajectory_metrics(res.trajectory) if res.trajectory is not None else {},
         "dynamics": res.dynamics.metrics() | ({"sensitivity": res.sensitivity_summary}
                                               if res.sensitivity_summary is not None else {}),
     }
@@ -223,21 +265,24 @@ def dynamics_plot(d: DynamicsSummary, path: Path, title: str) -> Path:
     return save_figure(fig, path)
 
 
-def learning_curve_plot(curve: pd.DataFrame, references: pd.DataFrame, path: Path, title: str) -> Path:
-    """PPO's reward per user and pushes per user against timesteps, other agents' final values as lines."""
+def learning_curve_plot(curves: dict[str, pd.DataFrame], references: pd.DataFrame, path: Path, title: str) -> Path:
+    """Each RL agent's reward per user and pushes per user against timesteps, other agents' final values as lines."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, metric, label in ((axes[0], "reward_per_user", "reward per user-episode"),
                               (axes[1], "pushes_per_user", "pushes per user-episode")):
-        if len(curve):
-            ax.plot(curve["timesteps"], curve[metric], "o-", color="black", label=f"ppo ({PPO_CURVE_USERS} users x 3 seeds)")
+        for j, (algo, curve) in enumerate(curves.items()):
+            if not len(curve):
+                continue
+            color = ("black", "dimgray", "darkgray")[j % 3]
+            ax.plot(curve["timesteps"], curve[metric], "o-", color=color, label=f"{algo} ({PPO_CURVE_USERS} users x 3 seeds)")
             if metric == "reward_per_user":
                 ax.fill_between(curve["timesteps"], curve["reward_per_user_ci_low"], curve["reward_per_user_ci_high"],
-                                color="black", alpha=0.12)
+                                color=color, alpha=0.12)
         for i, (name, row) in enumerate(references.iterrows()):
-            if name != "ppo":
+            if name not in curves:
                 ax.axhline(row[metric], ls="--", lw=1, color=colors[i % len(colors)], label=f"{name} (final eval)")
-        ax.set_xlabel("PPO timesteps (user-days)")
+        ax.set_xlabel("RL timesteps (user-days)")
         ax.set_ylabel(label)
     axes[1].legend(*axes[0].get_legend_handles_labels(), fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.suptitle(title, fontsize=9)

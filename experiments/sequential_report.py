@@ -38,8 +38,8 @@ class SequentialResults:
     """`pareto_sweep`'s points."""
     shapes: dict[str, tuple[str, float]]
     """Sweep agent -> `front_shape` of its points."""
-    curve: pd.DataFrame
-    """PPO's learning curve."""
+    curve: dict[str, pd.DataFrame]
+    """Each RL agent's learning curve (ppo, dqn, a2c)."""
     explained: float | None
     """Share of context variance the bandits' principal components keep (None without bandits)."""
     timings: dict[str, float]
@@ -49,6 +49,8 @@ class SequentialResults:
     """`sensitivity_study` rows (None when the dynamics are learned)."""
     sensitivity_summary: dict[str, Any] | None = None
     """`winner_changes` of the sensitivity rows."""
+    trajectory: pd.DataFrame | None = None
+    """`log_trajectory_ope` rows (agent x estimator) on the log's own trajectories (None: the log cannot)."""
 
 
 def _ci(frame: pd.DataFrame, name: str, metric: str) -> str:
@@ -62,6 +64,29 @@ def add_sections(run: RunFolder, key: str, res: SequentialResults) -> None:
     run.add_section(f"{key}: accuracy–diversity front (λ sweep)", pareto_markdown(key, res))
     if res.dynamics is not None:
         run.add_section(f"{key}: what the simulator assumes about timing", dynamics_markdown(key, res))
+    if res.trajectory is not None:
+        run.add_section(f"{key}: the timing agents on the log's own trajectories (trajectory OPE)",
+                        trajectory_markdown(key, res))
+
+
+def trajectory_markdown(key: str, res: SequentialResults) -> str:
+    """Each agent's simulator value next to its trajectory OPE estimates on the log."""
+    tab = res.trajectory
+    ests = list(dict.fromkeys(tab.index.get_level_values("estimator")))
+    md = ["One-step OPE cannot value a policy whose pushes change tomorrow's state; these estimators weight each "
+          "logged user's whole sequence of decisions (per-decision importance sampling, its weighted form, and the "
+          "doubly robust forms with the simulator's one-step expected reward as Q; users are the bootstrap unit). The "
+          "log's users span the log's days, the simulator's users its horizon, so the two columns agree in order "
+          "more than in level.", "",
+          "| agent | simulator reward per user [95% CI] | " + " | ".join(ests) + " | ESS (users) |",
+          "|---" * (len(ests) + 3) + "|"]
+    for agent in dict.fromkeys(tab.index.get_level_values("agent")):
+        rows = tab.loc[agent]
+        sim = _ci(res.table, agent, "reward_per_user") if agent in res.table.index else "n/a"
+        cells = [fmt_ci(rows.loc[e, "value"], rows.loc[e, "ci_low"], rows.loc[e, "ci_high"]) for e in ests]
+        md.append(f"| {agent} | {sim} | " + " | ".join(cells) + f" | {rows['ess'].iloc[0]:.0f} |")
+    md += ["", f"Table: `{key}/sequential/trajectory_ope.csv`."]
+    return "\n".join(md)
 
 
 def dynamics_markdown(key: str, res: SequentialResults) -> str:
@@ -91,15 +116,21 @@ def _sensitivity_markdown(table: pd.DataFrame, summary: dict[str, Any], parts: t
     cells = table[table["agent"] == table["winner"]]
     fatigue = sorted(cells["fatigue_factor"].unique())
     churn = sorted(cells["churn_logit"].unique())
-    md = [f"Sensitivity to the assumed {' and '.join(parts)}: the untrained agents (baselines and spacing rules) "
-          "re-run with other values; each cell names the winner and its reward per user.", "",
+    exact = set(table.get("method", pd.Series(["rollout"]))) == {"exact"}
+    how = ("their exact expected reward per user over the pool (the optimum's recursion, no sampling noise)"
+           if exact else "rolled out in the simulator")
+    md = [f"Sensitivity to the assumed {' and '.join(parts)}: the untrained rules (the myopic greedy, its spacing "
+          f"rules, uniform_push, never_push) re-run with other values, {how}; each cell names the best rule and its "
+          "reward per user, and the optimum's value in brackets.", "",
           "| fatigue_factor \\ churn_logit | " + " | ".join(f"{c:g}" for c in churn) + " |",
           "|---" * (len(churn) + 1) + "|"]
     for f in fatigue:
         row = []
         for c in churn:
             hit = cells[(cells["fatigue_factor"] == f) & (cells["churn_logit"] == c)]
-            row.append(f"`{hit['winner'].iloc[0]}` {fmt(hit['reward_per_user'].iloc[0])}" if len(hit) else "")
+            opt = table[(table["fatigue_factor"] == f) & (table["churn_logit"] == c) & (table["agent"] == "optimum")]
+            bar = f" [{fmt(opt['reward_per_user'].iloc[0])}]" if len(opt) else ""
+            row.append(f"`{hit['winner'].iloc[0]}` {fmt(hit['reward_per_user'].iloc[0])}{bar}" if len(hit) else "")
         md.append(f"| {f:g} | " + " | ".join(row) + " |")
     changes = summary.get("winner_changes")
     md += ["", ("**The winner changes** across these values: which timing rule is best rests on the assumption; "
@@ -121,7 +152,9 @@ def _setup(res: SequentialResults) -> list[str]:
               f"x category novelty. " + _churn_text(res) + "; frequency cap: "
               + (f"{c.frequency_cap} per {c.cap_window} days." if c.frequency_cap else "none (spacing is the agents' call)."))
     md += [f"- {n}" for n in world.notes]
-    md += ["", f"Agents: PPO ({cfg.ppo_timesteps:,} user-days); bandits {', '.join(cfg.bandits) or '(none)'} learning online "
+    md += ["", f"Agents: {', '.join(a.upper() for a in cfg.rl_agents)} ({cfg.ppo_timesteps:,} user-days each) decide *when* "
+           f"to push (two actions, normalised features, rewards in average pushes; the myopic greedy picks *which* "
+           f"promotion: docs/RL_TIMING.md); bandits {', '.join(cfg.bandits) or '(none)'} learning online "
            f"for {cfg.bandit_days} days x {cfg.bandit_users} users (one-day rewards: myopic)"
            + (f", on the top {cfg.bandit_context_dims} principal components of the context ({res.explained:.0%} of its "
               "variance) plus the history features" if res.explained is not None else "")
@@ -142,15 +175,18 @@ def _churn_text(res: SequentialResults) -> str:
 def comparison_markdown(key: str, res: SequentialResults) -> str:
     """The comparison section: setup, agent table, verdict, PPO's learning curve, files and timings."""
     md = _setup(res) + agent_table(res.world, res.table) + ["", verdict(res.table, res.comparisons, res.spacing), ""]
-    curve, timings = res.curve, res.timings
-    if len(curve):
-        first, last = curve.iloc[0], curve.iloc[-1]
-        md.append(f"While training, PPO went from {fmt(first.reward_per_user)} to {fmt(last.reward_per_user)} reward per "
-                  f"user and from {fmt(first.pushes_per_user)} to {fmt(last.pushes_per_user)} pushes per user "
-                  f"({PPO_CURVE_USERS} users x 3 seeds per point; `{key}/ppo/learning_curve.csv`).")
-    md += ["", f"![PPO learning curve]({key}/sequential/ppo_learning_curve.png)", "",
-           f"Table with every metric and CI: `{key}/sequential/sequential.csv`; PPO checkpoints: `{key}/ppo/checkpoints/`. "
-           f"Section time: {timings['total']:.0f} s (PPO {timings['ppo']:.0f} s, bandits {timings['bandits']:.0f} s, "
+    timings = res.timings
+    for algo, curve in res.curve.items():
+        if len(curve):
+            first, last = curve.iloc[0], curve.iloc[-1]
+            md.append(f"While training, {algo.upper()} went from {fmt(first.reward_per_user)} to "
+                      f"{fmt(last.reward_per_user)} reward per user and from {fmt(first.pushes_per_user)} to "
+                      f"{fmt(last.pushes_per_user)} pushes per user ({PPO_CURVE_USERS} users x 3 seeds per point; "
+                      f"`{key}/{algo}/learning_curve.csv`).")
+    rl_time = ", ".join(f"{a.upper()} {timings[a]:.0f} s" for a in res.curve if a in timings)
+    md += ["", f"![RL learning curves]({key}/sequential/ppo_learning_curve.png)", "",
+           f"Table with every metric and CI: `{key}/sequential/sequential.csv`; RL checkpoints: `{key}/<algo>/checkpoints/`. "
+           f"Section time: {timings['total']:.0f} s ({rl_time}, bandits {timings['bandits']:.0f} s, "
            f"evaluation {timings['evaluation']:.0f} s, λ sweep {timings['pareto']:.0f} s)."]
     return "\n".join(md)
 
@@ -231,6 +267,19 @@ def _spacing_line(table: pd.DataFrame, spacing: dict[str, Any]) -> str:
             f"myopic greedy ({_paired(rg)}): {pays}; {ppo_vs_rule} ({_paired(pr)}).")
 
 
+def _rl_line(table: pd.DataFrame, spacing: dict[str, Any]) -> str:
+    """The best RL agent: its share of the optimum and its paired difference to the best spacing rule."""
+    best, share = spacing["rl_best"], spacing.get("rl_best_share_of_optimum")
+    text = f"- Best RL agent: `{best}` ({_ci(table, best, 'reward_per_user')})"
+    if share is not None:
+        text += f", {share:.1%} of the DP optimum's exact value ({'meets' if share >= 0.95 else 'misses'} the 95% bar)"
+    cmp = spacing.get("rl_vs_best_rule")
+    if cmp:
+        word = {"better": "above", "worse": "**below**", "overlap": "not significantly different from"}[cmp["verdict"]]
+        text += f"; {word} the best spacing rule `{cmp['rule']}` ({_paired(cmp)})"
+    return text + "."
+
+
 def verdict(table: pd.DataFrame, comparisons: dict[str, dict[str, Any]], spacing: dict[str, Any]) -> str:
     """PPO against each bandit, how often they push, the spacing question, and the best agent."""
     if not comparisons:
@@ -248,8 +297,10 @@ def verdict(table: pd.DataFrame, comparisons: dict[str, dict[str, Any]], spacing
                 f"{fmt(table.loc[name, 'unsubscribe_rate'])}")
 
     lines.append("- How often they push: " + "; ".join(habit(n) for n in ["ppo", *comparisons]) + ".")
-    if spacing:
+    if spacing.get("best_rule"):
         lines.append(_spacing_line(table, spacing))
+    if spacing.get("rl_best"):
+        lines.append(_rl_line(table, spacing))
     best = str(table["reward_per_user"].idxmax())
     lines.append(f"- Highest reward per user: `{best}` ({_ci(table, best, 'reward_per_user')}).")
     return "\n".join(lines)

@@ -35,7 +35,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import numpy as np
@@ -399,7 +399,7 @@ def load_artifact(folder: str | os.PathLike[str], *, threads: int = 1) -> Artifa
         raise ArtifactError(f"{MANIFEST_FILE} lists no checksum for {MODEL_FILE}")
     contents = {}
     for name, digest in manifest.files.items():
-        path = root / name
+        path = _inside_artifact(root, name)
         if not path.is_file():
             raise ArtifactError(f"artifact {str(root)!r} is missing {name} (listed in {MANIFEST_FILE})")
         contents[name] = path.read_bytes()  # read once: checked, then loaded
@@ -408,6 +408,21 @@ def load_artifact(folder: str | os.PathLike[str], *, threads: int = 1) -> Artifa
     session = _session(contents[MODEL_FILE], threads)
     _check_widths(session, manifest)
     return Artifact(root, manifest, actual, session)
+
+
+def _inside_artifact(root: Path, name: Any) -> Path:
+    """The file a manifest `files` entry names: a plain relative path that stays inside the artifact folder
+    (no absolute path, no `..`, no symlink out); ArtifactError naming the entry otherwise."""
+    where = f"{MANIFEST_FILE} files entry {str(name)[:200]!r}"
+    if not isinstance(name, str) or not name or "\x00" in name or "\\" in name:
+        raise ArtifactError(f"{where} is not a file name inside the artifact folder")
+    parts = PurePosixPath(name).parts
+    if name.startswith("/") or os.path.isabs(name) or PureWindowsPath(name).drive or ".." in parts:
+        raise ArtifactError(f"{where} points outside the artifact folder (absolute or '..'): refused")
+    path = root / name
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise ArtifactError(f"{where} resolves outside the artifact folder (a symlink): refused")
+    return path
 
 
 def _session(onnx_bytes: bytes, threads: int) -> ort.InferenceSession:

@@ -102,10 +102,11 @@ def myopic_rule(model: TimingModel, max_recent: int | None = None) -> TimingRule
 class OptimalTiming(BasePolicy):
     """Plays the optimum's decision table (`pushrl.envs.sim.optimum`) in the push env.
 
-    The day t and the push pattern of the last L days are not in the observation, so the policy keeps
-    them per env slot, from what it chose: a slot's pattern gains a push when it chose a promotion and
+    The push pattern of the last L days is not in the observation, so the policy keeps it (and the day t)
+    per env slot, from what it chose: a slot's pattern gains a push when it chose a promotion and
     the observation's cap_hit was 0 (the env refuses a capped push). A slot holds a new user (day 0,
-    no pushes) on the first call, when its context is another pool row, when its day reached the
+    no pushes) on the first call, when the observation's day is 0 (a new user's first day), when its
+    context is another pool row, when its day reached the
     horizon (the TimeLimit), or when the observation's recent_pushes or cap_hit disagree with the
     kept pattern (an episode ends early only on a push day, so the old user would show recent >= 1
     where a fresh one shows 0). The user is found by its context: the observation's context columns
@@ -187,7 +188,8 @@ class OptimalTiming(BasePolicy):
         where = space.index(pattern[ok])
         kept[ok], cap[ok] = space.recent[where], space.capped[where]
         cap_seen = obs[:, lay.cap_hit] > 0.5
-        new = (rows != self._rows) | (day >= self._days) | (recent != kept) | ~ok | (cap_seen != cap)
+        fresh = obs[:, lay.day] <= 0  # the observation's day is 0 exactly on a new user's first day
+        new = fresh | (rows != self._rows) | (day >= self._days) | (recent != kept) | ~ok | (cap_seen != cap)
         return rows, np.where(new, 0, day), np.where(new, 0, pattern)
 
     def _decide(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -4,6 +4,10 @@ Every categorical feature gets an explicit unknown bucket (the last column of
 its one-hot block), so a category never seen in training is encoded, not
 guessed, and `unknown="refuse"` turns it into an error instead. The encoder
 serialises to plain JSON for the artifact manifest.
+
+`ranges` keeps each numeric field's training range (min, max), so the serving
+runtime can tell a request outside it (out of distribution). Encoders saved
+before ranges existed load with none (no range check).
 """
 
 from __future__ import annotations
@@ -28,10 +32,18 @@ class ContextEncoder:
     categorical: tuple[str, ...]
     vocabularies: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     unknown: str = "bucket"  # or "refuse"
+    ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # numeric field -> training (min, max)
 
     def __post_init__(self) -> None:
         if self.unknown not in ("bucket", "refuse"):
             raise ValueError(f"ContextEncoder.unknown must be 'bucket' or 'refuse', got {self.unknown!r}")
+        for name, bounds in self.ranges.items():
+            if name not in self.numeric:
+                raise ValueError(f"ContextEncoder.ranges.{name}: not a numeric field; numeric: {list(self.numeric)}")
+            lo, hi = bounds
+            if not (np.isfinite(lo) and np.isfinite(hi) and lo <= hi):
+                raise ValueError(f"ContextEncoder.ranges.{name}: must be finite [min, max] with min <= max, "
+                                 f"got {list(bounds)}")
 
     @classmethod
     def fit(
@@ -41,13 +53,19 @@ class ContextEncoder:
         categorical: Sequence[str],
         unknown: str = "bucket",
     ) -> ContextEncoder:
-        """Learn means, stds and vocabularies from (training) rows."""
+        """Learn means, stds, ranges (finite min and max) and vocabularies from (training) rows."""
         num = frame[list(numeric)].to_numpy(dtype=np.float64) if numeric else np.zeros((len(frame), 0))
         means = num.mean(axis=0) if len(frame) else np.zeros(num.shape[1])
         stds = num.std(axis=0) if len(frame) else np.ones(num.shape[1])
         stds = np.where(stds > 1e-12, stds, 1.0)
+        ranges = {}
+        for j, name in enumerate(numeric):
+            finite = num[np.isfinite(num[:, j]), j]
+            if len(finite):
+                ranges[name] = (float(finite.min()), float(finite.max()))
         vocab = {c: tuple(sorted(map(str, frame[c].unique()))) for c in categorical}
-        return cls(tuple(numeric), tuple(map(float, means)), tuple(map(float, stds)), tuple(categorical), vocab, unknown)
+        return cls(tuple(numeric), tuple(map(float, means)), tuple(map(float, stds)), tuple(categorical), vocab, unknown,
+                   ranges)
 
     @property
     def n_features(self) -> int:
@@ -96,7 +114,7 @@ class ContextEncoder:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "numeric": list(self.numeric),
             "means": list(self.means),
             "stds": list(self.stds),
@@ -104,6 +122,9 @@ class ContextEncoder:
             "vocabularies": {c: list(v) for c, v in self.vocabularies.items()},
             "unknown": self.unknown,
         }
+        if self.ranges:  # left out when empty, so an encoder without ranges serialises as it always did
+            out["ranges"] = {f: [lo, hi] for f, (lo, hi) in self.ranges.items()}
+        return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ContextEncoder:
@@ -114,4 +135,19 @@ class ContextEncoder:
             tuple(d["categorical"]),
             {c: tuple(v) for c, v in d["vocabularies"].items()},
             d.get("unknown", "bucket"),
+            _parse_ranges(d.get("ranges", {})),
         )
+
+
+def _parse_ranges(raw: Any) -> dict[str, tuple[float, float]]:
+    """`{"field": [min, max]}` from a saved encoder; ValueError naming `ranges.<field>` otherwise."""
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"ContextEncoder.ranges must be an object {{field: [min, max]}}, got {type(raw).__name__}")
+    out = {}
+    for name, bounds in raw.items():
+        ok = isinstance(bounds, list | tuple) and len(bounds) == 2 and all(
+            isinstance(b, int | float) and not isinstance(b, bool) for b in bounds)
+        if not ok:
+            raise ValueError(f"ContextEncoder.ranges.{name}: must be [min, max] numbers, got {bounds!r}")
+        out[str(name)] = (float(bounds[0]), float(bounds[1]))
+    return out

@@ -45,8 +45,28 @@ def file_format(path: str | os.PathLike[str]) -> str:
     return fmt
 
 
+def _refuse_duplicate_names(names: list[str], src: str) -> None:
+    """A name given to two columns is refused (empty names are left to pandas, which numbers them)."""
+    twice = list(dict.fromkeys(n for n in names if n and names.count(n) > 1))
+    if twice:
+        where = ", ".join(f"{n!r} at columns {[i for i, m in enumerate(names) if m == n]}" for n in twice[:5])
+        raise LoggedDataError(f"duplicate column name(s) in the header: {where} (0-based)", column=twice[0],
+                              expected="each column name once in the header: rename or drop the repeated column",
+                              source=src)
+
+
+def _csv_header(src: str, csv_kwargs: dict) -> list[str] | None:
+    """The CSV header exactly as written (pandas renames a repeated `city` to `city.1`); None when the
+    caller's csv options choose the names themselves."""
+    if "header" in csv_kwargs or "names" in csv_kwargs:
+        return None
+    first = pd.read_csv(src, header=None, nrows=1, dtype=str, keep_default_na=False, **csv_kwargs)
+    return [str(v) for v in first.iloc[0].tolist()] if len(first) else None
+
+
 def read_table_chunks(path: str | os.PathLike[str], chunksize: int = DEFAULT_CHUNKSIZE, **csv_kwargs) -> Iterator[pd.DataFrame]:
-    """Raw chunks of a CSV or Parquet file; a file that is not its format is refused."""
+    """Raw chunks of a CSV or Parquet file; a file that is not its format, or whose header names a column
+    twice, is refused."""
     fmt = file_format(path)
     src = str(path)
     if fmt == "parquet":
@@ -54,12 +74,16 @@ def read_table_chunks(path: str | os.PathLike[str], chunksize: int = DEFAULT_CHU
             pf = pq.ParquetFile(src)
         except (pa.ArrowException, OSError) as exc:
             raise LoggedDataError(f"not a readable Parquet file ({exc})", expected="a Parquet file, as its extension says", source=src) from exc
+        _refuse_duplicate_names(list(pf.schema_arrow.names), src)
         if pf.metadata.num_rows == 0:
             raise LoggedDataError("the log has no rows", expected="at least one push decision", source=src)
         for batch in pf.iter_batches(batch_size=chunksize):
             yield batch.to_pandas()
         return
     try:
+        header = _csv_header(src, csv_kwargs)
+        if header is not None:
+            _refuse_duplicate_names(header, src)
         reader = pd.read_csv(src, chunksize=chunksize, **csv_kwargs)
         first = True
         for chunk in reader:

@@ -24,6 +24,10 @@ at display position p, after h pushes to that user in the last `fatigue_window_d
   (email/push/sms; "none", discount 0 for the no-push action), the catalogue carries exactly those,
   and the truth uses them: channel shifts the click logit, the discount raises P(conversion | click)
   (c_a = CONV_PER_DISCOUNT * discount) and shrinks the basket (revenue_mean = basket * (1 - discount)).
+* churn (`churn_logit` set): each push row draws `unsubscribe` ~ Bernoulli(sigmoid(churn_logit + churn_slope *
+  recent_pushes + churn_context * x_0)) (0 for no-push rows and after the user's first one), from a stream of its
+  own; a user's later rows leave the log (< `n_rows` rows) except for a share `keep_sending` of churned users (a shop
+  that keeps sending: LoggedData warns). The truth by recent pushes r: `true_fatigue_multipliers`, `true_unsubscribe_*`.
 * logging "business_rule": softmax, at `logging_temperature`, of a marketer's hand-made score
   (`rule_scores`: discount weighted by one user feature, a channel preference, a push-channel bonus for
   engaged users, and a hold-back bonus for the no-push action that grows with recent pushes); it is
@@ -37,6 +41,7 @@ Default configurations draw exactly the logs they drew before these options exis
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,13 +63,8 @@ NO_MESSAGE = "none"  # channel and category of the no-push action
 CHANNELS = ("email", "push", "sms")
 CATEGORY_NAMES = ("fashion", "electronics", "home", "beauty", "sports", "grocery", "books", "toys")
 # promotion kind -> the discounts (percent) it is drawn from; kinds cycle over the actions
-PROMOTION_KINDS = {
-    "discount": (10, 15, 20),
-    "clearance": (30, 40, 50),
-    "bundle": (10, 15),
-    "flash": (20, 25, 30),
-    "loyalty": (5, 10),
-}
+PROMOTION_KINDS = {"discount": (10, 15, 20), "clearance": (30, 40, 50), "bundle": (10, 15), "flash": (20, 25, 30),
+                   "loyalty": (5, 10)}
 # readable shops: the truth's use of the promotion features
 CHANNEL_CLICK = {"email": 0.0, "push": 0.3, "sms": -0.2}  # added to the click logit
 CONV_PER_DISCOUNT = 3.0  # logit P(conversion | click) += this * discount
@@ -105,6 +105,10 @@ class SyntheticConfig:
     no_push: bool = False  # the last action sends nothing (click 0; organic purchases still happen)
     organic_conversion: float = 0.0  # scale of the per-row probability of a purchase without a click
     readable_promotions: bool = False  # named promotions with discount, category, channel in catalogue and truth
+    churn_logit: float | None = None  # logit P(unsubscribe | push, no recent pushes, x_0 = 0); None: no unsubscribes
+    churn_slope: float = 0.0  # added to that logit per recent push
+    churn_context: float = 0.0  # added to that logit per unit of user feature u0
+    keep_sending: float = 0.0  # share of unsubscribing users whose later rows stay in the log
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -124,6 +128,13 @@ class SyntheticConfig:
         if self.no_push and self.n_actions < 2:
             raise ValueError(f"SyntheticConfig.n_actions must be >= 2 with no_push (one promotion and no-push), "
                              f"got {self.n_actions}")
+        churn = [f for f in ("churn_logit", "churn_slope", "churn_context") if getattr(self, f) is not None]
+        bad = [f for f in churn if not np.isfinite(getattr(self, f))]
+        bad += [f for f in ("churn_slope", "churn_context", "keep_sending") if self.churn_logit is None and getattr(self, f)]
+        if bad:
+            raise ValueError(f"SyntheticConfig.{bad[0]} must be finite and needs churn_logit set, got {getattr(self, bad[0])}")
+        if not 0 <= self.keep_sending <= 1:
+            raise ValueError(f"SyntheticConfig.keep_sending must be in [0, 1], got {self.keep_sending}")
         if self.logging in RULE_LOGGING and self.n_user_features < 2:
             raise ValueError(f"SyntheticConfig.n_user_features must be >= 2 for logging={self.logging!r} "
                              f"(the rule reads two user features), got {self.n_user_features}")
@@ -175,6 +186,44 @@ class SyntheticTruth:
             score[:, self.no_push_action] = -np.inf
         return score
 
+    @property
+    def has_churn(self) -> bool:
+        """Whether the shop's pushes unsubscribe users (`churn_logit` is set)."""
+        return self.config.churn_logit is not None
+
+    def unsubscribe_probability(self, x: np.ndarray, recent: np.ndarray) -> np.ndarray:
+        """(n,) true P(unsubscribe | a push) = sigmoid(churn_logit + churn_slope r + churn_context x_0); 0 without churn."""
+        c = self.config
+        if c.churn_logit is None:
+            return np.zeros(len(x))
+        return sigmoid(c.churn_logit + c.churn_slope * np.asarray(recent, dtype=np.float64) + c.churn_context * x[:, 0])
+
+    def unsubscribe_probabilities(self, x: np.ndarray, recent: np.ndarray) -> np.ndarray:
+        """(n, n_actions) true P(unsubscribe | pushed a): the same for every promotion, 0 for the no-push action."""
+        p = np.repeat(self.unsubscribe_probability(x, recent)[:, None], self.config.n_actions, axis=1)
+        p[:, np.setdiff1d(np.arange(self.config.n_actions), self.pushable)] = 0.0
+        return p
+
+    @property
+    def pushable(self) -> np.ndarray:
+        """Indices of the actions that send a message (all but the no-push action)."""
+        return np.array([a for a in range(self.config.n_actions) if a != self.no_push_action], dtype=np.int64)
+
+    def true_fatigue_multipliers(self, x: np.ndarray, segment: np.ndarray, window: int,
+                                 weights: dict[str, float] | None = None) -> dict[int, float]:
+        """{r: mean_{u,a} E[objective | push a after r recent pushes] / the same at r = 0} for r = 0..window,
+        objective = Σ weights[reward] × reward (default click), over the users given and the pushable
+        promotions, at display slot 0 (`pushrl.envs.sim.dynamics_summary`'s definition)."""
+        weights, n = ({"click": 1.0} if weights is None else dict(weights)), len(x)
+        q = [self.expected_all(x, segment, np.full(n, float(r)), np.zeros(n, dtype=np.int64), tuple(weights))
+             for r in range(int(window) + 1)]
+        gross = [float(sum(w * qr[k][:, self.pushable] for k, w in weights.items()).mean()) for qr in q]
+        return {r: g / gross[0] for r, g in enumerate(gross)}
+
+    def true_unsubscribe_probabilities(self, x: np.ndarray, window: int) -> dict[int, float]:
+        """{r: mean_u P(unsubscribe | push after r recent pushes)} for r = 0..window over the users given."""
+        return {r: float(self.unsubscribe_probability(x, np.full(len(x), float(r))).mean()) for r in range(int(window) + 1)}
+
     def conversion_given_click(self, x: np.ndarray) -> np.ndarray:
         """(n, n_actions) true P(conversion | click)."""
         base = self.config.conv_base + x @ self.conv_weights
@@ -186,16 +235,13 @@ class SyntheticTruth:
         """(n,) true probability of a purchase without a click, whatever is pushed."""
         return self.config.organic_conversion * sigmoid(self.config.conv_base + x @ self.conv_weights)
 
-    def expected_rewards(
-        self, x: np.ndarray, segment: np.ndarray, recent: np.ndarray, position: np.ndarray, reward: str = "click"
-    ) -> np.ndarray:
+    def expected_rewards(self, x: np.ndarray, segment: np.ndarray, recent: np.ndarray, position: np.ndarray,
+                         reward: str = "click") -> np.ndarray:
         """(n, n_actions) true expected reward of each action."""
         return self.expected_all(x, segment, recent, position, (reward,))[reward]
 
-    def expected_all(
-        self, x: np.ndarray, segment: np.ndarray, recent: np.ndarray, position: np.ndarray,
-        rewards: tuple[str, ...] = ("click", "conversion", "revenue"),
-    ) -> dict[str, np.ndarray]:
+    def expected_all(self, x: np.ndarray, segment: np.ndarray, recent: np.ndarray, position: np.ndarray,
+                     rewards: tuple[str, ...] = ("click", "conversion", "revenue")) -> dict[str, np.ndarray]:
         """{reward: (n, n_actions)} true expected rewards, sharing one logit computation (closed forms above)."""
         unknown = set(rewards) - {"click", "conversion", "revenue"}
         if unknown:
@@ -296,9 +342,7 @@ class SyntheticTruth:
 
 
 def _one_hot(index: np.ndarray, n_actions: int) -> np.ndarray:
-    out = np.zeros((len(index), n_actions))
-    out[np.arange(len(index)), index] = 1.0
-    return out
+    return np.eye(n_actions)[index]
 
 
 def _latent_parameters(config: SyntheticConfig) -> dict[str, np.ndarray]:
@@ -490,6 +534,19 @@ def _draw_outcomes(truth: SyntheticTruth, rng: np.random.Generator, x, action, p
     return click, conversion, revenue
 
 
+def _draw_unsubscribes(truth: SyntheticTruth, seed_offset: int, user: np.ndarray, t: np.ndarray, x: np.ndarray,
+                       recent: np.ndarray, action: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(unsubscribe 0/1, rows kept) per row: each push row before the user's first unsubscribe unsubscribes with
+    the truth's probability; rows after it are dropped unless the user is one the shop keeps sending to."""
+    c, rng = truth.config, np.random.default_rng(np.random.SeedSequence([truth.config.seed, 4, seed_offset]))
+    push = action != truth.no_push_action  # no_push_action None: every row is a push
+    unsub, first = push & (rng.random(len(user)) < truth.unsubscribe_probability(x, recent)), np.full(c.n_users, np.inf)
+    np.minimum.at(first, user[unsub], t[unsub])
+    after = t > first[user]
+    unsub &= ~after  # an unsubscribed user cannot unsubscribe again
+    return unsub.astype(np.float64), ~after | (rng.random(c.n_users) < c.keep_sending)[user]
+
+
 def simulate_rows(truth: SyntheticTruth, seed_offset: int = 0) -> pd.DataFrame:
     """Draw the raw log table (one row per push decision) from the truth and its logging policy."""
     c = truth.config
@@ -518,6 +575,10 @@ def simulate_rows(truth: SyntheticTruth, seed_offset: int = 0) -> pd.DataFrame:
     frame["click"] = click
     frame["conversion"] = conversion
     frame["revenue"] = revenue
+    if truth.has_churn:
+        unsub, kept = _draw_unsubscribes(truth, seed_offset, user, t, x, recent, action)
+        frame["unsubscribe"] = unsub
+        frame = frame[kept].reset_index(drop=True)
     return frame
 
 
@@ -530,6 +591,8 @@ def generate_log(config: SyntheticConfig | None = None) -> tuple[LoggedData, Syn
     truth = make_truth(config)
     frame = simulate_rows(truth)
     catalogue = Catalogue.from_frame(catalogue_frame(truth), id_column="action")
-    data = LoggedData.from_frame(frame, schema=SCHEMA, catalogue=catalogue, n_positions=config.n_positions,
-                                 name=f"synthetic_{config.logging}_seed{config.seed}")
+    # the unsubscribe check tells pushes from no-pushes
+    no_push = truth.action_ids[truth.no_push_action] if truth.has_churn and truth.no_push_action is not None else None
+    data = LoggedData.from_frame(frame, schema=dataclasses.replace(SCHEMA, no_push_action=no_push), catalogue=catalogue,
+                                 n_positions=config.n_positions, name=f"synthetic_{config.logging}_seed{config.seed}")
     return data.with_notes(f"synthetic log: {config}"), truth

@@ -75,9 +75,64 @@ def _is_numeric(series: pd.Series) -> bool:
     return pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
 
 
+NUMERIC_LOOKING_SHARE = 0.95
+"""A text column is numeric-looking when at least this share of its non-missing values parse as numbers."""
+
+
+def numeric_looking_rows(series: pd.Series, share: float = NUMERIC_LOOKING_SHARE) -> np.ndarray | None:
+    """The rows (positions) whose values are not numbers, when `series` is numeric-looking; else None.
+
+    Numeric-looking, precisely: the column is text (object or string dtype, so pandas did not read it
+    as numbers), it has at least one non-missing value, at least `share` (95%) of its non-missing
+    values parse as numbers (`pd.to_numeric` of the value written as text: "12", "-0.5", "1e3", " 7 "
+    do; "unknown", "n/a", "12abc", True do not), and at least one does not. Missing values (empty
+    cells, NaN, None) are left out of both counts. E.g. an integer column with two "unknown" cells
+    among 100 is numeric-looking; a column of store codes "s1", "s2" is not.
+    """
+    if not (pd.api.types.is_object_dtype(series) or pd.api.types.is_string_dtype(series)):
+        return None
+    present = series.dropna()
+    if len(present) == 0:
+        return None
+    text = present.astype(str) if pd.api.types.is_object_dtype(present) else present
+    counts = text.value_counts(sort=False)
+    parsed = pd.to_numeric(pd.Series(counts.index.to_numpy(dtype=object), dtype=object), errors="coerce")
+    not_number = parsed.isna().to_numpy()
+    n_bad = int(counts.to_numpy()[not_number].sum())
+    if n_bad == 0 or n_bad > (1.0 - share) * len(present):
+        return None
+    bad_values = counts.index[not_number]
+    every = series.astype(str) if pd.api.types.is_object_dtype(series) else series
+    return np.flatnonzero(series.notna().to_numpy() & every.isin(bad_values).to_numpy(dtype=bool))
+
+
+def _refuse_numeric_looking(frame: pd.DataFrame, columns: tuple[str, ...], source: str) -> None:
+    """A feature whose type is inferred must not be numbers with a few stray words (it would silently become
+    categorical): refuse it, naming the rows, and say how to fix it."""
+    for c in columns:
+        rows = numeric_looking_rows(frame[c])
+        if rows is None:
+            continue
+        values = sorted({str(v) for v in frame[c].iloc[rows]})
+        shown = ", ".join(repr(v) for v in values[:5]) + (", ..." if len(values) > 5 else "")
+        n_present = int(frame[c].notna().sum())
+        raise LoggedDataError(
+            f"numeric-looking column: {n_present - len(rows)} of {n_present} values are numbers, {len(rows)} are "
+            f"not ({shown}); it would silently become categorical",
+            column=c, rows=rows, source=source,
+            expected=f"numbers only: clean those rows (write a number there, e.g. -1 plus a 0/1 '{c}_missing' "
+                     f"column, or drop them), or declare the column categorical (data.categorical: [{c}], "
+                     f"LogSchema(categorical_features=({c!r},)))")
+
+
 def resolve_features(frame: pd.DataFrame, schema: LogSchema, source: str) -> ResolvedColumns:
     """Check required columns exist and decide the feature columns."""
     cols = list(frame.columns)
+    twice = list(dict.fromkeys(c for c in cols if cols.count(c) > 1)) if len(set(cols)) < len(cols) else []
+    if twice:
+        raise LoggedDataError(
+            f"duplicate column name(s) {twice[:MAX_COLUMNS_SHOWN]} (columns: {_column_list(cols)})", column=twice[0],
+            expected="each column name once: rename or drop the repeated column", source=source)
     required = [schema.action, *schema.rewards]
     for col in required:
         if col not in cols:
@@ -98,6 +153,8 @@ def resolve_features(frame: pd.DataFrame, schema: LogSchema, source: str) -> Res
         chosen = [c for c in cols if c not in taken]
     else:
         chosen = [*(declared_num or ()), *(declared_cat or ())]
+    inferred = tuple(c for c in chosen if c not in (declared_num or ()) and c not in (declared_cat or ()))
+    _refuse_numeric_looking(frame, inferred, source)  # numbers with a few stray words: refused, not made categories
     num = tuple(c for c in chosen if c in (declared_num or ()) or (c not in (declared_cat or ()) and _is_numeric(frame[c])))
     cat = tuple(c for c in chosen if c not in num)
     clash = [c for c in (*num, *cat) if c in CANONICAL]
@@ -271,7 +328,8 @@ def validate_chunk(
     for c in resolved.numeric_features:
         out[c] = _numeric(frame[c], c, source, offset,
                           f"a finite number; nothing is filled in silently: fill the gaps in the file (e.g. -1 and a 0/1 "
-                          f"'{c}_missing' column) or drop the column with data.exclude=[{c}]")
+                          f"'{c}_missing' column), declare it categorical with data.categorical=[{c}], or drop "
+                          f"the column with data.exclude=[{c}]")
     for c in resolved.categorical_features:
         values = frame[c]
         _check(values.isna().to_numpy(), "missing category", c,

@@ -114,6 +114,26 @@ class TrueResponse:
         x, seg = self.split_contexts(contexts)
         return self.truth.expected_all(x, seg, recent_pushes, position, self.reward_names)
 
+    @property
+    def has_unsubscribe(self) -> bool:
+        """True when the truth has churn: P(unsubscribe | push a) = SyntheticTruth.unsubscribe_probabilities (0 for
+        the no-push action); without churn the env uses its churn rule."""
+        return self.truth.has_churn
+
+    def unsubscribe_probability(self, contexts: np.ndarray, recent_pushes: np.ndarray, position: np.ndarray) -> np.ndarray:
+        """(n, A) true P(unsubscribe | pushed a); the display slot does not matter."""
+        x, _ = self.split_contexts(np.asarray(contexts, dtype=np.float64))
+        return self.truth.unsubscribe_probabilities(x, recent_pushes)
+
+    def unsubscribe_probability_rows(self, contexts: np.ndarray, recent_pushes: np.ndarray, position: np.ndarray,
+                                     action: np.ndarray) -> np.ndarray:
+        """(n,) true P(unsubscribe | pushed action[i])."""
+        x, _ = self.split_contexts(np.asarray(contexts, dtype=np.float64))
+        p = self.truth.unsubscribe_probability(x, recent_pushes)
+        if self.truth.no_push_action is not None:
+            p = np.where(np.asarray(action) == self.truth.no_push_action, 0.0, p)
+        return p
+
 
 def truth_contexts(truth: SyntheticTruth, users: np.ndarray | None = None) -> np.ndarray:
     """(n, du + n_segments) raw features + one-hot segment of the given (default: all) users."""

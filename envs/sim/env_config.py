@@ -5,7 +5,9 @@ A `Shop` bundles what the simulated shop is made of:
     contexts (n_pool, d) float64: the pool of encoded user contexts users are drawn from,
     categories (A,) int64: category code of each promotion (for novelty/diversity),
     action_ids (A,): the catalogue ids of the promotions (for `allowed_promotions`).
-`default_shop()` builds a small synthetic one from `TrueResponse`.
+`default_shop()` builds a small synthetic one from `TrueResponse` (with the truth's churn:
+`has_unsubscribe`, `unsubscribe_probability`, `unsubscribe_probability_rows`, the optional protocol of
+`pushrl.envs.model.response`, so a shop whose truth has churn unsubscribes by the truth's own rule).
 
 `PushEnvConfig.objective` says what a step pays, in the response's own reward names (none is
 special): one reward, a mapping {reward: weight}, or a `pushrl.envs.objectives.Objective`

@@ -1,13 +1,15 @@
 """ObservationLayout: which columns of a push-env observation hold what (the env's own layout).
 
-Observation (float32, width d + 4 + C, d = context width, C = number of categories):
+Observation (float32, width d + 5 + C, d = context width, C = number of categories):
     context          [0:d]         the user's encoded context
     recent_pushes    [d]           pushes in the last `fatigue_window` days
     days_since_push  [d+1]         days since the last push / horizon, capped at 1 (1 = never or long ago)
     response_rate    [d+2]         recent response rate of the pushed items (decayed outcomes / decayed items)
     category_pushes  [d+3:d+3+C]   decayed push count per promotion category
     cap_hit          [d+3+C]       1 if the frequency cap is hit (a push today would be refused), else 0
-`history` (everything after the context) groups the last five. Nothing outside the env indexes an
+    day              [d+4+C]       days elapsed in the user's episode / horizon, capped at 1 (0 on a new user's
+                                   first day, (H-1)/H on the last day of an H-day episode)
+`history` (recent_pushes .. cap_hit) groups the user's push-history summary; `day` is the clock, not history. Nothing outside the env indexes an
 observation by number: read a field with `obs[:, layout.recent_pushes]` (a column, so (n,)) or
 `obs[:, layout.category_pushes]` ((n, C)); `slices()` gives every field as a slice, in order.
 """
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-FIELDS = ("context", "recent_pushes", "days_since_push", "response_rate", "category_pushes", "cap_hit")
+FIELDS = ("context", "recent_pushes", "days_since_push", "response_rate", "category_pushes", "cap_hit", "day")
 """The observation's fields, in column order."""
 
 
@@ -65,14 +67,19 @@ class ObservationLayout:
         return self.context_width + 3 + self.n_categories
 
     @property
+    def day(self) -> int:
+        """Days elapsed in the user's episode / horizon, capped at 1."""
+        return self.context_width + 4 + self.n_categories
+
+    @property
     def history(self) -> slice:
-        """Every column after the context (the user's push history summary)."""
-        return slice(self.context_width, self.width)
+        """The user's push-history summary: recent_pushes .. cap_hit (the columns between the context and day)."""
+        return slice(self.context_width, self.day)
 
     @property
     def width(self) -> int:
         """Number of observation columns."""
-        return self.context_width + 4 + self.n_categories
+        return self.context_width + 5 + self.n_categories
 
     def slices(self) -> dict[str, slice]:
         """Field name -> its columns as a slice, in column order (they tile [0, width))."""
@@ -86,4 +93,4 @@ class ObservationLayout:
         """A name for each observation column, in order (export and serving use them)."""
         return ([f"context_{i}" for i in range(self.context_width)]
                 + ["recent_pushes", "days_since_push", "response_rate"]
-                + [f"category_{c}_pushes" for c in range(self.n_categories)] + ["cap_hit"])
+                + [f"category_{c}_pushes" for c in range(self.n_categories)] + ["cap_hit", "day"])

@@ -41,13 +41,14 @@ under its name (the day's outcome: the pushed items' and, on a day without a pus
 and "objective", "diversity", "pushed", "capped", "unsubscribed", "n_duplicates", "recent_pushes",
 "promotions" ((n, k) catalogue indices, -1 = none). Reward names may not be one of RESERVED_NAMES.
 
-Observation (float32, width d + 4 + C, C = number of categories): the fields of
+Observation (float32, width d + 5 + C, C = number of categories): the fields of
 `pushrl.envs.sim.observation.ObservationLayout` (`dynamics.layout`, `env.layout`): the user's encoded
 context (bounds: the pool's min and max, ±1 for a constant column), recent_pushes (pushes in the last
 `fatigue_window` days), days_since_push (/ horizon, capped at 1), response_rate (decayed pushed outcomes
 of the *response reward*, the response's first binary reward, / decayed pushed items; 0 before any
 push, or without a binary reward), category_pushes (decayed push count per promotion category) and
-cap_hit (1 if a push today would be refused by the frequency cap).
+cap_hit (1 if a push today would be refused by the frequency cap) and day (days elapsed in the user's
+episode / horizon, capped at 1: 0 on a new user's first day, in every autoreset mode).
 A new user starts with no history. The episode length is the TimeLimit's `max_episode_steps`.
 All randomness comes from the env's `np_random`: the same seed gives the same trajectory.
 """
@@ -92,6 +93,7 @@ class UserBatch:
     decayed_items: np.ndarray  # (n,) float64
     decayed_responses: np.ndarray  # (n,) float64 decayed pushed outcomes of the response reward
     category_counts: np.ndarray  # (n, C) float64
+    age: np.ndarray  # (n,) float64 days elapsed in the user's episode
     obs: np.ndarray  # (n, D) float32 observation buffer
     t: int = 0  # global day counter (ring-buffer position)
 
@@ -251,6 +253,7 @@ class PushDynamics:
         high[lay.response_rate] = 1.0
         high[lay.category_pushes] = self.k / (1.0 - c.history_decay)
         high[lay.cap_hit] = 1.0
+        high[lay.day] = 1.0
         return spaces.Box(low, high, dtype=np.float32)
 
     # state --------------------------------------------------------------------------------
@@ -262,7 +265,7 @@ class PushDynamics:
             recent=np.zeros(n), capped_count=np.zeros(n),
             history=np.zeros((n, self.window), dtype=bool),
             days_since=np.full(n, NEVER), decayed_items=np.zeros(n), decayed_responses=np.zeros(n),
-            category_counts=np.zeros((n, self.n_categories)),
+            category_counts=np.zeros((n, self.n_categories)), age=np.zeros(n),
             obs=np.zeros((n, self.obs_dim), dtype=np.float32),
         )
         return state
@@ -284,10 +287,12 @@ class PushDynamics:
         state.decayed_items[idx] = 0.0
         state.decayed_responses[idx] = 0.0
         state.category_counts[idx] = 0.0
+        state.age[idx] = 0.0
         obs, lay = state.obs, self.layout
         obs[idx, lay.context] = state.context[idx]
         obs[idx, lay.history] = 0.0
         obs[idx, lay.days_since_push] = 1.0
+        obs[idx, lay.day] = 0.0
 
     # one day ------------------------------------------------------------------------------
     def step(self, state: UserBatch, actions: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
@@ -499,6 +504,7 @@ class PushDynamics:
         state.capped_count -= hist[:, (t - c.cap_window + 1) % w]  # today + cap_window-1 earlier days
         hist[:, t % w] = pushed
         state.t = t + 1
+        state.age += 1.0
         obs, lay = state.obs, self.layout
         obs[:, lay.recent_pushes] = state.recent
         obs[:, lay.days_since_push] = np.minimum(state.days_since, c.horizon) / c.horizon
@@ -507,6 +513,7 @@ class PushDynamics:
         obs[:, lay.response_rate] = np.minimum(rate, 1.0)
         obs[:, lay.category_pushes] = counts
         obs[:, lay.cap_hit] = (state.capped_count >= c.frequency_cap) if c.frequency_cap is not None else 0.0
+        obs[:, lay.day] = np.minimum(state.age, c.horizon) / c.horizon
 
 
 class PushEnv(gym.Env):

@@ -14,6 +14,13 @@ the last line of the last file; reading skips such a line and reports the
 count, and reopening the log starts a fresh file rather than append to it.
 One writing process per folder (each server gets its own folder).
 
+Every line is valid UTF-8 JSON: non-ASCII text is written as UTF-8, and a
+lone surrogate (e.g. a request_id "\\ud800", which UTF-8 cannot encode) is
+written as the six characters `\\ud800` (Python's "backslashreplace"), so
+any JSON reader can read the log. The reader gives records written before
+that rule the same treatment, and skips (with one warning naming file and
+line, and a count) any line that is not a decision record.
+
 Catalogue updates (feature-based artifacts) are recorded beside the records:
 `catalogues/<policy_version>.json` holds the action set that version served
 (written atomically, once), so `logged_action_ids` can give `join_rewards`
@@ -46,6 +53,7 @@ FILE_PATTERN = re.compile(r"^decisions-(\d{6})\.jsonl$")
 CATALOGUE_DIR = "catalogues"  # recorded catalogue updates, one file per policy_version
 RECORD_KEYS = ("request_id", "timestamp", "policy_version", "context", "actions", "propensities")
 EVENT_KEYS = ("request_id", "action")
+SAFE_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,199}")  # a policy_version that may name a catalogue file
 
 
 class LogTicket:
@@ -70,6 +78,35 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _utf8_safe(value: Any) -> Any:
+    """`value` with every string (and dict key) that UTF-8 cannot encode (a lone surrogate such as
+    "\\ud800") rewritten with its surrogates as the text `\\ud800` ("backslashreplace"); the rest as is."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+        return value
+    if isinstance(value, Mapping):
+        return {_utf8_safe(k): _utf8_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_utf8_safe(v) for v in value]
+    return value
+
+
+def _dumps(record: Mapping[str, Any]) -> str:
+    return json.dumps(record, default=_json_default, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+
+
+def encode_records(records: Sequence[Mapping[str, Any]]) -> bytes:
+    """Records as JSON lines, always valid UTF-8 (lone surrogates written as `\\udXXXX` text)."""
+    text = "".join(_dumps(r) + "\n" for r in records)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # rare: some string holds a lone surrogate
+        return "".join(_dumps(_utf8_safe(r)) + "\n" for r in records).encode("utf-8")
 
 
 class DecisionLog:
@@ -107,17 +144,19 @@ class DecisionLog:
         """Queue records (serialised here, in the caller's thread); the ticket says when they are durable."""
         if self._closed:
             raise RuntimeError("the decision log is closed")
-        data = "".join(json.dumps(r, default=_json_default, allow_nan=False, separators=(",", ":")) + "\n"
-                       for r in records).encode()
+        data = encode_records(records)
         ticket = LogTicket()
         self._queue.put((data, ticket))
         return ticket
 
     def record_catalogue(self, policy_version: str, catalogue: Sequence[Mapping[str, Any]]) -> Path:
         """Keep the action set served under `policy_version` (a catalogue update) beside the log; idempotent."""
+        if not isinstance(policy_version, str) or not SAFE_VERSION.fullmatch(policy_version):
+            raise ValueError(f"policy_version {policy_version!r} is not a safe file name (letters, digits, '._+-', "
+                             "at most 200 characters, not starting with '.')")
         path = self.folder / CATALOGUE_DIR / f"{policy_version}.json"
         if not path.exists():
-            write_json(path, [dict(item) for item in catalogue])
+            write_json(path, [_utf8_safe(dict(item)) for item in catalogue])
         return path
 
     def flush(self) -> None:
@@ -216,20 +255,55 @@ def _ends_cleanly(path: Path) -> bool:
         return fh.read(1) == b"\n"
 
 
-OPTIONAL_KEYS = ("exclude", "pushes_in_window", "retired", "shadow_version", "shadow_probabilities")
+OPTIONAL_KEYS = ("exclude", "pushes_in_window", "retired", "shadow_version", "shadow_probabilities", "ood")
+
+
+MAX_SKIPPED_SHOWN = 10  # file:line entries in the warning
+MAX_SKIPPED_KEPT = 1000  # ... and in frame.attrs["skipped"]
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")  # a JSON \\uD800-\\uDFFF escape
+
+
+def _record_problem(rec: Any) -> str | None:
+    """Why a parsed line is not a decision record (None: it is one)."""
+    if not isinstance(rec, dict):
+        return f"a JSON {type(rec).__name__}, not an object"
+    missing = [k for k in RECORD_KEYS if k not in rec]
+    if missing:
+        return f"missing field(s) {missing}"
+    for key in ("request_id", "timestamp", "policy_version"):
+        if not isinstance(rec[key], str) or not rec[key]:
+            return f"{key} is not a non-empty string"
+    if not isinstance(rec["context"], dict):
+        return "context is not an object"
+    actions, props = rec["actions"], rec["propensities"]
+    if not isinstance(actions, list) or not isinstance(props, list) or len(actions) != len(props):
+        return "actions and propensities are not lists of one length"
+    if not all(isinstance(p, (int, float)) and not isinstance(p, bool) and 0 < p <= 1 for p in props):
+        return "propensities are not numbers in (0, 1]"
+    return None
 
 
 def read_decision_log(folder: str | os.PathLike[str]) -> pd.DataFrame:
     """One row per logged decision, oldest first: the record fields, `timestamp` as UTC datetimes.
 
-    A torn last line (no newline at the end of a file: a crash mid-write) is
-    skipped with a warning; `frame.attrs["torn_lines"]` holds the count. Any
-    other line that is not a valid record raises ValueError naming file and line.
+    A bad record never poisons the reader:
+    - a torn last line (no newline at the end of a file: a crash mid-write) is skipped with a
+      warning; `frame.attrs["torn_lines"]` holds the count;
+    - any other line that is not a decision record (invalid JSON, bytes that are not UTF-8, a
+      record missing fields or with fields of the wrong type, a timestamp that does not parse)
+      is skipped with one warning naming each file:line (the first few) and why;
+      `frame.attrs["skipped_records"]` holds the count, `frame.attrs["skipped"]` the
+      "file:line: why" of each (the first 1,000);
+    - a string holding a lone surrogate (written as a `\\ud800` escape before the writer made
+      every line valid UTF-8) is kept, its surrogates as the text `\\ud800` (what the writer
+      writes now), so the frame and `join_rewards` can always encode it.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"decision log folder {str(folder)!r} does not exist")
     rows: list[dict[str, Any]] = []
+    where: list[str] = []
+    skipped: list[str] = []
     torn = 0
     for path in log_files(folder):
         lines = path.read_bytes().split(b"\n")
@@ -239,22 +313,48 @@ def read_decision_log(folder: str | os.PathLike[str]) -> pd.DataFrame:
                 continue
             try:
                 rec = json.loads(line)
-                ok = isinstance(rec, dict) and all(k in rec for k in RECORD_KEYS)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                ok = False
-            if not ok:
+                problem = _record_problem(rec)
+            except UnicodeDecodeError:
+                problem = "not UTF-8 text"
+            except (json.JSONDecodeError, RecursionError) as exc:
+                problem = f"invalid JSON ({str(exc)[:60]})"
+            if problem is not None:
                 if no - 1 == last:
                     torn += 1
-                    continue
-                raise ValueError(f"{path.name} line {no} is not a decision record: {line[:120]!r}")
+                else:
+                    skipped.append(f"{path.name}:{no}: {problem}")
+                continue
+            if _SURROGATE_ESCAPE.search(line):
+                rec = _utf8_safe(rec)
             rows.append(rec)
+            where.append(f"{path.name}:{no}")
+    frame = pd.DataFrame(rows, columns=list(RECORD_KEYS) + list(OPTIONAL_KEYS))
+    stamps = pd.to_datetime(frame["timestamp"], utc=True, format="ISO8601", errors="coerce")
+    bad = stamps.isna().to_numpy()
+    if bad.any():
+        skipped.extend(f"{where[i]}: timestamp {frame['timestamp'].iloc[i]!r} does not parse"
+                       for i in np.flatnonzero(bad))
+        keep = ~bad
+        frame, stamps = frame.loc[keep].reset_index(drop=True), stamps.loc[keep].reset_index(drop=True)
+    frame["timestamp"] = stamps
     if torn:
         warnings.warn(f"decision log {str(folder)!r}: skipped {torn} torn last line(s) (a crash mid-write)",
                       stacklevel=2)
-    frame = pd.DataFrame(rows, columns=list(RECORD_KEYS) + list(OPTIONAL_KEYS))
-    frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True, format="ISO8601")
+    if skipped:
+        skipped.sort(key=_file_line)
+        shown = "; ".join(skipped[:MAX_SKIPPED_SHOWN])
+        more = f"; and {len(skipped) - MAX_SKIPPED_SHOWN} more" if len(skipped) > MAX_SKIPPED_SHOWN else ""
+        warnings.warn(f"decision log {str(folder)!r}: skipped {len(skipped)} line(s) that are not decision "
+                      f"records: {shown}{more}", stacklevel=2)
     frame.attrs["torn_lines"] = torn
+    frame.attrs["skipped_records"] = len(skipped)
+    frame.attrs["skipped"] = skipped[:MAX_SKIPPED_KEPT]
     return frame
+
+
+def _file_line(entry: str) -> tuple[str, int]:
+    name, no, _ = entry.split(":", 2)
+    return name, int(no)
 
 
 def join_rewards(
@@ -314,7 +414,10 @@ def join_rewards(
     if n_missing:
         joined.loc[~matched, rewards] = missing_reward
     n_unmatched = len(events) - int(matched.sum())
-    contexts = pd.DataFrame(joined["context"].tolist(), index=joined.index)
+    try:
+        contexts = pd.DataFrame(joined["context"].tolist(), index=joined.index)
+    except UnicodeEncodeError:  # a context string with a lone surrogate (a frame not from read_decision_log)
+        contexts = pd.DataFrame([_utf8_safe(c) for c in joined["context"]], index=joined.index)
     frame = pd.concat([joined.drop(columns=["context", "_merge"]), contexts], axis=1)
     if manifest is not None:
         schema = LogSchema(action="action", rewards=tuple(rewards), optional_rewards=(), user_id=None,

@@ -138,6 +138,7 @@ async def _load(host: str, port: int, bodies: Sequence[bytes], n_calls: int, con
     latencies: list[float] = []
     errors: list[str] = []
     counter = iter(range(n_calls))
+    run = os.urandom(4).hex().encode()  # request ids are unique per call and per run: the server refuses reuse
     start = time.perf_counter()
     deadline = start + time_limit_s
 
@@ -146,7 +147,7 @@ async def _load(host: str, port: int, bodies: Sequence[bytes], n_calls: int, con
         for i in counter:
             if time.perf_counter() > deadline:
                 break
-            body = bodies[i % len(bodies)]
+            body = bodies[i % len(bodies)].replace(b'"request_id": "', b'"request_id": "%s-%d-' % (run, i))
             head = (f"POST /v1/decide HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
                     f"Content-Length: {len(body)}\r\n\r\n").encode()
             t0 = time.perf_counter()
@@ -194,6 +195,66 @@ def run_load(
     bodies = [json.dumps({"requests": list(requests[i * batch_size:(i + 1) * batch_size])}).encode()
               for i in range(n_bodies)]
     return asyncio.run(_load(host, port, bodies, n_calls, concurrency, time_limit_s, batch_size))
+
+
+@dataclass(frozen=True)
+class MaxLoad:
+    """What `find_max_load` measured: every step, and the highest-throughput one that kept zero errors and
+    p99 within the bound (None when even the first step broke it)."""
+
+    steps: list[LoadResult]
+    best: LoadResult | None
+    p99_bound_ms: float
+    stopped: str  # why the search ended
+
+    def summary(self) -> str:
+        if self.best is None:
+            return f"no load kept zero errors and p99 <= {self.p99_bound_ms:g} ms ({self.stopped})"
+        b = self.best
+        return (f"highest zero-error load with p99 <= {self.p99_bound_ms:g} ms: concurrency {b.concurrency}, "
+                f"batch {b.batch_size}: {b.calls_per_s:,.0f} calls/s, {b.decisions_per_s:,.0f} decisions/s, "
+                f"p99 {b.p99_ms:.2f} ms ({self.stopped})")
+
+
+def find_max_load(
+    base_url: str,
+    requests: Sequence[dict[str, Any]],
+    *,
+    p99_ms: float = 5.0,
+    concurrencies: Sequence[int] = (1, 2, 4, 8, 16, 32, 64),
+    batch_size: int = 1,
+    calls_per_step: int = 20_000,
+    step_s: float = 5.0,
+    on_step: Callable[[LoadResult], None] | None = None,
+) -> MaxLoad:
+    """Step the concurrency up (closed loop: each connection sends its next call when the last is answered)
+    until a step has an error or its p99 exceeds `p99_ms`, or throughput stops rising (two steps in a row
+    under the best so far); each step is bounded by `calls_per_step` and `step_s`."""
+    if p99_ms <= 0 or not concurrencies or min(concurrencies) < 1:
+        raise ValueError(f"p99_ms must be > 0 and concurrencies >= 1, got {p99_ms}, {list(concurrencies)}")
+    steps: list[LoadResult] = []
+    best: LoadResult | None = None
+    stopped, flat = f"stepped up to concurrency {concurrencies[-1]}", 0
+    for conc in concurrencies:
+        res = run_load(base_url, requests, n_calls=calls_per_step, concurrency=conc, batch_size=batch_size,
+                       time_limit_s=step_s)
+        steps.append(res)
+        if on_step is not None:
+            on_step(res)
+        if res.errors:
+            stopped = f"concurrency {conc} had {res.errors} error(s)"
+            break
+        if res.p99_ms > p99_ms:
+            stopped = f"concurrency {conc} broke the p99 bound ({res.p99_ms:.2f} ms)"
+            break
+        if best is None or res.decisions_per_s > best.decisions_per_s:
+            best, flat = res, 0
+        else:
+            flat += 1
+            if flat >= 2:
+                stopped = f"throughput stopped rising by concurrency {conc}"
+                break
+    return MaxLoad(steps, best, p99_ms, stopped)
 
 
 def _free_port() -> int:

@@ -40,6 +40,16 @@ action set, scored from the promotions' features by the same model, without
 retraining. Its `policy_version` gains `.catalogue-<hash>` so every logged
 decision says which action set it was drawn from; retired promotions and the
 shadow candidate carry over.
+
+Out-of-distribution contexts: a category outside the field's training vocabulary
+(a miscased one too) and a number outside the field's training range (the
+encoder's `ranges`; artifacts without them get no range check) are detected per
+field at decision time, counted on `metrics.ood` (by field and kind), listed in
+the decision and its logged record (`"ood": {"channel": "unknown category 'Fax'"}`),
+and, with `strict=True` (or `runtime.strict = True`), refused with a RequestError
+naming the field. Without strict mode the decision is made as before (unknown
+categories take the unknown bucket). Non-finite numbers are always refused (and
+counted as `not_finite`).
 """
 
 from __future__ import annotations
@@ -66,10 +76,16 @@ from pushrl.policies.artifact import (
 )
 from pushrl.policies.policy import sample_rows
 from pushrl.policies.serving.decision_log import DecisionLog
+from pushrl.policies.serving.metrics import ServingMetrics
+
+STANDARDISED_CLIP = 1e6
+"""Largest |standardised numeric input| the model sees (a float32 stays finite; training values are far inside)."""
 
 REQUEST_KEYS = ("request_id", "context", "exclude", "k", "pushes_in_window")
 CATALOGUE_KEYS = ("id", "features")
 _PLAIN_NUMBERS = frozenset({int, float})
+_FLOAT_MAX = float(np.finfo(np.float64).max)
+OodRows = dict[int, dict[str, tuple[str, str]]]  # row -> {field: (kind, problem)}, see `ContextPreprocessor.encode`
 
 
 class RequestError(ValueError):
@@ -89,12 +105,15 @@ class Decision:
     propensities: list[float]
     probabilities: dict[ActionId, float] | None
     policy_version: str
+    ood: dict[str, str] | None = None  # field -> why its value is out of the training distribution
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"request_id": self.request_id, "actions": self.actions,
                                "propensities": self.propensities}
         if self.probabilities is not None:
             out["probabilities"] = self.probabilities
+        if self.ood:
+            out["ood"] = self.ood
         return out
 
 
@@ -113,6 +132,7 @@ class ContextPreprocessor:
     Same output as `ContextEncoder.transform` (numbers standardised, categories
     one-hot with an unknown bucket, compared as `str(value)`), but strict about
     types: numbers must be int/float (not bool), categories str/int/bool.
+    Also finds out-of-distribution values (see `encode`'s `ood`).
     """
 
     def __init__(self, encoder: Any) -> None:
@@ -123,15 +143,26 @@ class ContextPreprocessor:
         self.field_set = frozenset(self.fields)
         self.width = int(encoder.n_features)
         self.refuse = encoder.unknown == "refuse"
+        ranges = getattr(encoder, "ranges", {})  # training (min, max); a field without one: any finite number
+        self.lo = np.array([ranges[f][0] if f in ranges else -_FLOAT_MAX for f in self.numeric], np.float64)
+        self.hi = np.array([ranges[f][1] if f in ranges else _FLOAT_MAX for f in self.numeric], np.float64)
         self.categorical: list[tuple[str, dict[str, int], int]] = []
+        self._casefolded: dict[str, dict[str, str]] = {}  # field -> {casefolded category: category}
         col = len(self.numeric)
         for c in encoder.categorical:
             vocab = encoder.vocabularies[c]
             self.categorical.append((c, {str(v): col + i for i, v in enumerate(vocab)}, col + len(vocab)))
+            self._casefolded[c] = {str(v).casefold(): str(v) for v in vocab}
             col += len(vocab) + 1
 
-    def encode(self, contexts: Sequence[Mapping[str, Any]], prefix: str = "contexts", suffix: str = "") -> np.ndarray:
-        """(n, width) float32; errors name `{prefix}[i]{suffix}.{field}`."""
+    def encode(self, contexts: Sequence[Mapping[str, Any]], prefix: str = "contexts", suffix: str = "",
+               ood: OodRows | None = None) -> np.ndarray:
+        """(n, width) float32; errors name `{prefix}[i]{suffix}.{field}`.
+
+        ood: a dict to fill with each row's out-of-distribution fields, `{i: {field: (kind, problem)}}`,
+        kind one of `metrics.OOD_KINDS`; filled before a non-finite number or (unknown="refuse") an
+        unknown category is refused, so those are seen too.
+        """
         n = len(contexts)
         rows: list[list[Any]] = []
         hot_rows: list[int] = []
@@ -153,6 +184,8 @@ class ContextPreprocessor:
                 else:
                     raise RequestError(f"{prefix}[{i}]{suffix}.{c}", f"must be a category (string or integer), got {v!r}")
                 if col is None:
+                    if ood is not None:
+                        ood.setdefault(i, {})[c] = ("unknown_category", self._unknown_problem(c, v))
                     if self.refuse:
                         raise RequestError(f"{prefix}[{i}]{suffix}.{c}", f"unknown category {v!r}; known: {list(table)[:10]}")
                     col = unknown_col
@@ -162,14 +195,36 @@ class ContextPreprocessor:
             num = np.array(rows, np.float64).reshape(n, len(numeric))
         except OverflowError:  # an int too large for a float
             num = np.array([[float(v) if abs(v) < 1e308 else np.inf for v in r] for r in rows]).reshape(n, len(numeric))
-        bad = ~np.isfinite(num)
-        if bad.any():
-            i, j = np.argwhere(bad)[0]
-            raise RequestError(f"{prefix}[{i}]{suffix}.{self.numeric[j]}", f"must be a finite number, got {num[i, j]!r}")
+        inside = (num >= self.lo) & (num <= self.hi)  # False for NaN and +-inf too
+        if not inside.all():
+            if ood is not None:
+                self._out_of_range(num, inside, ood)
+            bad = ~np.isfinite(num)
+            if bad.any():
+                i, j = np.argwhere(bad)[0]
+                raise RequestError(f"{prefix}[{i}]{suffix}.{self.numeric[j]}", f"must be a finite number, got {num[i, j]!r}")
         out = np.zeros((n, self.width), np.float32)
-        out[:, : len(self.numeric)] = (num - self.means) / self.stds
+        # a finite value far outside training (e.g. 1e300) would overflow float32 to inf: clip the standardised
+        # value to +-STANDARDISED_CLIP (counted as out of range above; refused in strict mode)
+        out[:, : len(self.numeric)] = np.clip((num - self.means) / self.stds, -STANDARDISED_CLIP, STANDARDISED_CLIP)
         out[hot_rows, hot_cols] = 1.0
         return out
+
+    def _unknown_problem(self, name: str, value: Any) -> str:
+        shown = repr(value)
+        problem = f"unknown category {shown if len(shown) <= 40 else shown[:37] + '...'}"
+        known = self._casefolded[name].get(str(value).casefold())
+        return problem + (f" (the known {known!r} differs only in case)" if known is not None else "")
+
+    def _out_of_range(self, num: np.ndarray, inside: np.ndarray, ood: OodRows) -> None:
+        for i, j in np.argwhere(~inside).tolist():
+            v, lo, hi = float(num[i, j]), float(self.lo[j]), float(self.hi[j])
+            if not np.isfinite(v):
+                kind, problem = "not_finite", f"not a finite number: {v!r}"
+            else:
+                kind = "below_range" if v < lo else "above_range"
+                problem = f"{v:.6g} is {kind.split('_')[0]} the training range [{lo:.6g}, {hi:.6g}]"
+            ood.setdefault(i, {})[self.numeric[j]] = (kind, problem)
 
     def _field_error(self, ctx: Any, where: str) -> None:
         if not isinstance(ctx, Mapping):
@@ -245,9 +300,15 @@ class PolicyRuntime:
         rules: BusinessRules | None = None,
         decision_log: DecisionLog | None = None,
         catalogue: Sequence[Mapping[str, Any]] | None = None,
+        strict: bool = False,
+        metrics: ServingMetrics | None = None,
     ) -> None:
-        """catalogue: a new action set for a feature-based artifact (see `with_catalogue`); None: the manifest's."""
+        """catalogue: a new action set for a feature-based artifact (see `with_catalogue`); None: the manifest's.
+        strict: refuse out-of-distribution contexts (module docstring); settable later as `runtime.strict`.
+        metrics: where decisions and OOD values are counted (share one across reloads); None: a new one."""
         self.artifact = artifact
+        self.strict = strict
+        self.metrics = metrics if metrics is not None else ServingMetrics()
         m = artifact.manifest
         self.manifest = m
         self.rules = rules if rules is not None else m.business_rules
@@ -273,6 +334,7 @@ class PolicyRuntime:
         self._lock = threading.Lock()
         self._session = artifact.session
         self._in, self._out = artifact.input_name, artifact.output_name
+        self._outs = [self._out]
         ex = m.exploration
         self._explore = (m.output, ex.type, float(ex.epsilon), float(ex.temperature))
         self.shadow: PolicyRuntime | None = None
@@ -287,9 +349,12 @@ class PolicyRuntime:
         rules: BusinessRules | None = None,
         decision_log: DecisionLog | None = None,
         threads: int = 1,
+        strict: bool = False,
+        metrics: ServingMetrics | None = None,
     ) -> PolicyRuntime:
         """Load and verify the artifact at `artifact_path` (see `load_artifact`)."""
-        return cls(load_artifact(artifact_path, threads=threads), seed=seed, rules=rules, decision_log=decision_log)
+        return cls(load_artifact(artifact_path, threads=threads), seed=seed, rules=rules, decision_log=decision_log,
+                   strict=strict, metrics=metrics)
 
     # Policy interface (encoded contexts) -------------------------------------------
     @property
@@ -312,7 +377,13 @@ class PolicyRuntime:
         feeds = {self._in: x}
         if self._action_features is not None:
             feeds[ACTION_FEATURES_INPUT] = self._action_features
-        return self._session.run([self._out], feeds)[0].astype(np.float64)
+        session = self._session
+        # onnxruntime's Python `run` re-validates the feed names on every call (about 3 us); the names are
+        # fixed at load, so call the C session directly when there is one (any other engine: its `run`)
+        c_session = getattr(session, "_sess", None)
+        out = (c_session.run(self._outs, feeds, None) if c_session is not None
+               else session.run(self._outs, feeds))[0]
+        return out.astype(np.float64)
 
     def action_probabilities(self, contexts: np.ndarray) -> np.ndarray:
         """(n, A) exploration probabilities with every action allowed (no business rules)."""
@@ -352,7 +423,8 @@ class PolicyRuntime:
                                             "catalogue update: detach it (attach_shadow(None)) or shadow a "
                                             "feature-based candidate")
         new = PolicyRuntime(self.artifact, seed=self._rng.spawn(1)[0] if seed is None else seed, rules=self.rules,
-                            decision_log=self.decision_log, catalogue=promotions)
+                            decision_log=self.decision_log, catalogue=promotions, strict=self.strict,
+                            metrics=self.metrics)
         if self.shadow is not None:
             new.attach_shadow(self.shadow.with_catalogue(promotions))
         still = {str(a) for a in new.action_ids}
@@ -412,24 +484,33 @@ class PolicyRuntime:
         x = self.shadow.preprocessor.encode([r.context for r in parsed], "requests", ".context")
         return self._rule_probabilities(self.shadow._run(x), parsed, self.shadow._explore)[0]
 
-    def decide(self, requests: Sequence[Mapping[str, Any]], *, wait_logged: bool = True) -> list[Decision]:
+    def decide(self, requests: Sequence[Mapping[str, Any]], *, wait_logged: bool = True,
+               probabilities: bool = True) -> list[Decision]:
         """Decide a batch of raw requests (see the module docstring); logs them if a log is attached.
 
         wait_logged: return only once the decision log has the batch on disk (fsync).
+        probabilities: False leaves `Decision.probabilities` None (only the chosen slate's propensities),
+        so a response over a large action set stays small.
         """
         parsed = self._parse(requests)
-        x = self.preprocessor.encode([r.context for r in parsed], "requests", ".context")
+        ood: OodRows = {}
+        try:
+            x = self.preprocessor.encode([r.context for r in parsed], "requests", ".context", ood=ood)
+        finally:
+            if ood:
+                self._count_ood(ood)
+        ood_rows = self._ood_problems(ood) if ood else {}
         scores = self._run(x)
         with self._lock:
             chosen, props, first = self._choose(scores, parsed)
         decisions = []
-        rows = first.tolist()
+        rows = first.tolist() if probabilities else None
         for i, r in enumerate(parsed):
             probs = None
-            if r.k == 1:
+            if r.k == 1 and rows is not None:
                 probs = dict(zip(self.action_ids, rows[i], strict=True))
             decisions.append(Decision(r.request_id, [self.action_ids[a] for a in chosen[i]], props[i], probs,
-                                      self.policy_version))
+                                      self.policy_version, ood_rows.get(i)))
         if self.decision_log is not None:
             records = self._records(parsed, decisions)
             if self.shadow is not None:
@@ -441,7 +522,25 @@ class PolicyRuntime:
             ticket = self.decision_log.append(records)
             if wait_logged:
                 ticket.wait()
+        self.metrics.decisions.inc(len(decisions))
         return decisions
+
+    def _count_ood(self, ood: OodRows) -> None:
+        counter = self.metrics.ood
+        for fields in ood.values():
+            for name, (kind, _) in fields.items():
+                counter.inc(field=name, kind=kind)
+
+    def _ood_problems(self, ood: OodRows) -> dict[int, dict[str, str]]:
+        """{row: {field: problem}} in input-field order; strict mode refuses the first (RequestError)."""
+        order = self.preprocessor.fields
+        rows = {i: {f: fields[f][1] for f in order if f in fields} for i, fields in sorted(ood.items())}
+        if self.strict:
+            i, problems = next(iter(rows.items()))
+            name, problem = next(iter(problems.items()))
+            raise RequestError(f"requests[{i}].context.{name}",
+                               f"{problem}: out of the training distribution, refused in strict mode")
+        return rows
 
     def _rule_probabilities(self, scores: np.ndarray, parsed: list[_Request], explore: tuple
                             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -482,6 +581,14 @@ class PolicyRuntime:
         plain = cap is None and (np_idx is None or self.rules.allow_no_push) and not self.retired
         if plain and all(r.k == 1 and not r.exclude for r in parsed):  # fast path: no masks
             p = explore_probabilities(scores, None, *self._explore)
+            if n == 1:  # one request: `sample_rows` on one row without its (n, A) temporaries, same draw
+                row = p[0]
+                cdf = np.cumsum(row)
+                a0 = min(int(np.searchsorted(cdf, self._rng.random() * cdf[-1], side="right")), n_act - 1)
+                if row[a0] <= 0:  # u * total rounded onto the last step: the last positive action (if any)
+                    positive = np.flatnonzero(row > 0)
+                    a0 = int(positive[-1]) if len(positive) else n_act - 1
+                return [[a0]], [[float(row[a0])]], p
             a = sample_rows(p, self._rng)
             props = p[np.arange(n), a].tolist()
             return [[ai] for ai in a.tolist()], [[pi] for pi in props], p
@@ -565,5 +672,7 @@ class PolicyRuntime:
                 rec["pushes_in_window"] = r.pushes
             if self.retired:
                 rec["retired"] = retired
+            if d.ood:
+                rec["ood"] = d.ood
             records.append(rec)
         return records

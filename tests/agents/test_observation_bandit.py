@@ -31,7 +31,8 @@ def test_features_are_components_history_and_an_intercept(world) -> None:
     for _ in range(3):
         obs, *_ = env.step(np.zeros(8, dtype=np.int64))
     x = agent.features(obs)
-    history = lay.width - lay.context_width
+    history = lay.width - lay.context_width - 1  # the history columns; the day (the clock) is left out
+    assert lay.history.stop == lay.day == lay.width - 1
     assert x.shape == (8, 3 + history + 1) and agent.n_actions == env.dynamics.n_allowed + 1
     np.testing.assert_allclose(x[:, 3:3 + history], obs[:, lay.history])
     assert x[:, 3 + history - 1].tolist() == obs[:, lay.cap_hit].tolist()  # the history keeps its order

@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from pushrl.policies.serving.runtime import PolicyRuntime
 
 
@@ -38,6 +40,7 @@ def test_run_on_synthetic_writes_run_folder(tmp_path):
     assert str(run) in out.stdout
 
 
+@pytest.mark.slow  # the default run checks reproduction in test_rerun_in_the_same_folder_resumes_and_reproduces
 def test_run_is_reproducible(tmp_path):
     for name in ("a", "b"):
         out = _pushrl("run", *TINY, "agents=baselines", f"hydra.run.dir={tmp_path}/{name}")

@@ -26,7 +26,7 @@ TINY = {"n_users": 150, "horizon": 5, "ppo_timesteps": 256, "n_envs": 8, "ppo_cu
         "bandits": {"epsilon_greedy": {"epsilon": 0.2}, "linucb": {"alpha": 0.5}}, "bandit_days": 4,
         "bandit_users": 16, "bandit_context_dims": 3, "eval_users": 24, "eval_seeds": 2, "lambdas": [0.0, 2.0],
         "pareto_agents": ["greedy", "epsilon_greedy"]}
-AGENTS = ("ppo", "epsilon_greedy", "linucb", "greedy_myopic", "greedy_spaced_0", "greedy_spaced_1", "greedy_spaced_2",
+AGENTS = ("ppo", "dqn", "a2c", "epsilon_greedy", "linucb", "greedy_myopic", "greedy_spaced_0", "greedy_spaced_1", "greedy_spaced_2",
           "optimum", "uniform_push", "never_push")
 CLICK = Objective(name="click", reward="click")
 
@@ -78,6 +78,10 @@ def test_tiny_run_metrics_are_consistent(tiny_run) -> None:
     assert agents["never_push"]["pushes_per_user"] == 0 and agents["never_push"]["reward_per_user"] == 0
     assert agents["uniform_push"]["pushes_per_user"] == pytest.approx(TINY["horizon"], rel=0.3)  # pushes until it churns
     assert set(out["ppo_vs_bandits"]) == {"epsilon_greedy", "linucb"}
+    assert out["rl_best"] in ("ppo", "dqn", "a2c")
+    assert out["rl_best_share_of_optimum"] == pytest.approx(
+        agents[out["rl_best"]]["reward_per_user"] / out["optimum"]["reward_per_user"])
+    assert out["rl_vs_best_rule"]["rule"].startswith("greedy_spaced_")
     table = __import__("pandas").read_csv(run.root / "synth" / "sequential" / "sequential.csv", index_col=0)
     ppo = table.loc["ppo"]
     for b, c in out["ppo_vs_bandits"].items():  # the verdict, recomputed from the table's CIs

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -179,3 +180,31 @@ def test_a_folder_that_is_not_an_artifact_is_never_replaced(tmp_path: Path, enco
     assert (tmp_path / "notes" / "todo.txt").read_text() == "keep me"
     (tmp_path / "empty").mkdir()
     assert load_artifact(write_artifact(tmp_path / "empty", model(encoder), make_manifest(encoder)))
+
+
+@pytest.mark.parametrize("entry", ["../../../../etc/hostname", "/etc/hostname", "sub/../../x", "..", "a\\..\\b"])
+def test_manifest_files_must_stay_inside_the_folder(tmp_path: Path, encoder: ContextEncoder, entry: str) -> None:
+    """A manifest naming a file outside the artifact (with a matching hash and content_sha256) is refused by name."""
+    folder = write_artifact(tmp_path / "a", model(encoder), make_manifest(encoder))
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"not yours")
+    raw = json.loads((folder / MANIFEST_FILE).read_text())
+    raw["files"][entry] = hashlib.sha256(b"not yours").hexdigest()
+    raw["content_sha256"] = content_hash(raw)
+    (folder / MANIFEST_FILE).write_text(json.dumps(raw))
+    with pytest.raises(ArtifactError, match="files entry") as err:
+        load_artifact(folder)
+    assert repr(entry) in str(err.value)
+
+
+def test_manifest_file_symlinked_out_is_refused(tmp_path: Path, encoder: ContextEncoder) -> None:
+    folder = write_artifact(tmp_path / "a", model(encoder), make_manifest(encoder))
+    outside = tmp_path / "outside.bin"
+    outside.write_bytes(b"outside")
+    (folder / "extra.bin").symlink_to(outside)
+    raw = json.loads((folder / MANIFEST_FILE).read_text())
+    raw["files"]["extra.bin"] = hashlib.sha256(b"outside").hexdigest()
+    raw["content_sha256"] = content_hash(raw)
+    (folder / MANIFEST_FILE).write_text(json.dumps(raw))
+    with pytest.raises(ArtifactError, match="'extra.bin' resolves outside"):
+        load_artifact(folder)

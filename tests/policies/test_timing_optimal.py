@@ -72,6 +72,33 @@ def test_the_policy_tracks_day_and_push_pattern_like_the_env() -> None:
     assert replaced > 20 and capped == 0  # the DP knows the cap: it never asks for a refused push
 
 
+def test_an_early_reset_of_the_same_users_is_seen_through_the_day_field() -> None:
+    """DISABLED autoreset, the same pool users restarted mid-episode without policy.reset(): only the observation's
+    day (0 again) tells the policy; it restarts each slot at day 0 as a fresh policy would. Pushes cost too much to
+    send: no push changes recent_pushes, which would otherwise give the restart away."""
+    horizon, n = 8, 50
+    shop = default_shop()
+    env = BatchedPushEnv(n, max_episode_steps=horizon, autoreset_mode="Disabled", response=shop.response,
+                         contexts=shop.contexts, categories=shop.categories, action_ids=shop.action_ids,
+                         config=PushEnvConfig(churn_logit=-50.0, churn_slope=0.0, push_cost=50.0))
+    policy = OptimalTiming.solve(env.dynamics, horizon)
+    users = np.arange(n) % len(env.shop.contexts)
+    env.reset(seed=0)
+    env.dynamics.reset_users(env._state, slice(None), env.np_random, users)
+    obs, rng = env._state.obs.copy(), np.random.default_rng(0)
+    for _ in range(3):
+        actions, _ = policy.act(obs, rng)
+        obs, *_ = env.step(actions)
+    assert (policy._day == 2).all() and obs[:, env.layout.day].min() > 0
+    env.dynamics.reset_users(env._state, slice(None), env.np_random, users)  # same contexts, history wiped
+    obs = env._state.obs.copy()
+    assert (obs[:, env.layout.day] == 0).all()
+    fresh = OptimalTiming.solve(env.dynamics, horizon)
+    actions, _ = policy.act(obs, rng)
+    assert (policy._day == 0).all() and (policy._pattern == 0).all()
+    np.testing.assert_array_equal(actions, fresh.act(obs, rng)[0])
+
+
 def test_myopic_rule_is_myopic_greedy() -> None:
     env = make_env(4, 5, churn_logit=-3.0, churn_slope=0.8, unsubscribe_penalty=1.0, push_cost=0.02,
                    frequency_cap=2, cap_window=4)

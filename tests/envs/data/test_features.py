@@ -43,3 +43,33 @@ def test_dict_round_trip_and_dicts_equal_frame():
     enc = ContextEncoder.fit(FRAME, ["a", "b"], ["c"])
     again = ContextEncoder.from_dict(enc.to_dict())
     np.testing.assert_array_equal(enc.transform(FRAME), again.transform(FRAME.to_dict(orient="records")))
+
+
+def test_ranges_are_the_training_min_and_max_and_round_trip():
+    frame = pd.DataFrame({"a": [1.0, np.nan, -3.0], "b": [5, 5, 7], "c": ["x", "y", "x"]})
+    enc = ContextEncoder.fit(frame, ["a", "b"], ["c"])
+    assert enc.ranges == {"a": (-3.0, 1.0), "b": (5.0, 7.0)}  # NaN left out of the range
+    d = enc.to_dict()
+    assert d["ranges"] == {"a": [-3.0, 1.0], "b": [5.0, 7.0]}
+    assert ContextEncoder.from_dict(d) == enc
+    assert ContextEncoder.fit(frame.iloc[:0], ["a"], []).ranges == {}  # no rows: no range
+
+
+def test_encoders_saved_without_ranges_still_load_and_serialise_unchanged():
+    old = {"numeric": ["a"], "means": [0.0], "stds": [1.0], "categorical": ["c"], "vocabularies": {"c": ["x"]},
+           "unknown": "bucket"}
+    enc = ContextEncoder.from_dict(old)
+    assert enc.ranges == {} and enc.to_dict() == old  # an old manifest's content hash is unchanged
+
+
+@pytest.mark.parametrize(("ranges", "message"), [
+    ({"a": [1.0]}, r"ranges\.a: must be \[min, max\] numbers"),
+    ({"a": [True, 2]}, r"ranges\.a: must be \[min, max\] numbers"),
+    ({"a": [3.0, 1.0]}, r"ranges\.a: must be finite \[min, max\] with min <= max"),
+    ({"zz": [0, 1]}, r"ranges\.zz: not a numeric field"),
+    ([0, 1], r"ranges must be an object"),
+])
+def test_bad_ranges_refused_naming_the_field(ranges, message):
+    d = {**ContextEncoder.fit(FRAME, ["a"], ["c"]).to_dict(), "ranges": ranges}
+    with pytest.raises(ValueError, match=message):
+        ContextEncoder.from_dict(d)

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from pushrl.envs.common.errors import LoggedDataError
 from pushrl.envs.data.catalogue import Catalogue
 from pushrl.envs.data.logged_data import LoggedData
+from pushrl.envs.data.schema import LogSchema
 from pushrl.envs.data.synthetic import (
     SCHEMA,
     SyntheticConfig,
@@ -64,3 +65,46 @@ def test_corruption_is_refused_or_accepted_unchanged(frame: pd.DataFrame):
     assert data.n_rounds == len(frame)
     np.testing.assert_array_equal(data.reward("click"), pd.to_numeric(frame["click"]).to_numpy(dtype=float))
     np.testing.assert_array_equal(data.catalogue.ids[data.action], frame["action"].to_numpy())
+
+
+WORDS = st.sampled_from(["unknown", "n/a", "?", "12abc", "True", "-"])
+
+
+@st.composite
+def numbers_with_words(draw):
+    """An integer feature written as text, with some cells replaced by words (and some left missing)."""
+    n = draw(st.integers(min_value=1, max_value=80))
+    cells: list[object] = [str(v) for v in draw(st.lists(st.integers(-10**6, 10**6), min_size=n, max_size=n))]
+    words = draw(st.sets(st.integers(0, n - 1), max_size=n))
+    missing = draw(st.sets(st.integers(0, n - 1), max_size=3)) - words
+    for i in words:
+        cells[i] = draw(WORDS)
+    for i in missing:
+        cells[i] = None
+    return cells, sorted(words), n - len(missing)
+
+
+@settings(max_examples=150, deadline=None)
+@given(numbers_with_words())
+def test_numbers_with_a_few_words_are_refused_naming_exactly_those_rows(case):
+    cells, words, n_present = case
+    frame = pd.DataFrame({"action": [0] * len(cells), "click": [0.0] * len(cells), "store": cells})
+    schema = LogSchema(rewards=("click",), optional_rewards=())
+    catalogue = Catalogue.from_ids([0])
+    looking = 0 < len(words) <= 0.05 * n_present
+    try:
+        data = LoggedData.from_frame(frame, schema=schema, catalogue=catalogue)
+    except LoggedDataError as err:
+        if looking:
+            assert err.column == "store" and err.rows == words[:5] and err.n_bad == len(words)
+            assert "data.categorical" in str(err)
+        else:  # not numeric-looking: then only a missing category (or number) can be refused
+            assert "missing" in str(err) and err.column == "store"
+        return
+    assert not looking and n_present == len(cells)
+    assert data.columns.categorical_features == ("store",)  # text in a frame: categorical, as its dtype says
+    # declared categorical, the same column always loads (when nothing is missing)
+    if n_present == len(cells):
+        declared = LogSchema(rewards=("click",), optional_rewards=(), categorical_features=("store",))
+        data = LoggedData.from_frame(frame, schema=declared, catalogue=catalogue)
+        assert data.frame["store"].tolist() == [str(c) for c in cells]

@@ -271,3 +271,67 @@ def test_no_push_in_a_latent_shop_is_the_last_index_with_an_empty_catalogue_row(
     assert k == 9 and list(cat["action"]) == list(range(10)) and cat["category"].iloc[k] == NO_MESSAGE
     assert np.all(cat.filter(like="f").iloc[k] == 0.0)
     assert np.all(data.reward("click")[data.action == k] == 0) and (data.action == k).sum() > 100
+
+
+# ---- the sequential shop: repeat users, churn --------------------------------------------------------
+CHURN = dataclasses.replace(SHOP, n_rows=40_000, n_users=1_500, n_actions=6, fatigue=0.3, churn_logit=-4.5,
+                            churn_slope=0.5, churn_context=0.3)
+
+
+def test_unsubscribes_are_drawn_with_the_truths_probability_by_recent_pushes():
+    data, truth = generate_log(CHURN)
+    f = data.frame
+    x, _, recent, _ = truth.row_inputs(data)
+    push = data.action != truth.no_push_action
+    y = f["unsubscribe"].to_numpy()
+    assert np.all(y[~push] == 0) and y.sum() > 300
+    p = truth.unsubscribe_probability(x, recent)
+    np.testing.assert_allclose(p, 1 / (1 + np.exp(-(-4.5 + 0.5 * recent + 0.3 * x[:, 0]))), rtol=1e-12)
+    for r in range(4):  # observed rate of each recent-push count against its mean true probability
+        m = push & (recent == r)
+        se = np.sqrt(np.sum(p[m] * (1 - p[m]))) / m.sum()
+        assert m.sum() > 1_000 and abs(y[m].mean() - p[m].mean()) < 4 * se, (r, y[m].mean(), p[m].mean(), se)
+    assert data.pscore.min() < 0.1 < 0.4 < data.pscore.max()  # business-rule logging, far from uniform
+    assert not data.warnings
+
+
+def test_a_user_has_no_rows_after_unsubscribing_unless_the_shop_keeps_sending():
+    data, _ = generate_log(dataclasses.replace(CHURN, n_rows=10_000, n_users=300))
+    f = data.frame
+    first = f[f["unsubscribe"] == 1].groupby("user_id")["timestamp"].min()
+    assert len(first) > 50 and f.groupby("user_id")["unsubscribe"].sum().max() == 1
+    assert not (f["timestamp"] > f["user_id"].map(first)).any()  # NaN (never unsubscribed) compares False
+    rows = f.groupby("user_id").size()
+    assert rows.median() >= 10 and data.n_rounds < 10_000  # repeat users; churned users' later rows left out
+    kept, _ = generate_log(dataclasses.replace(CHURN, n_rows=10_000, n_users=300, keep_sending=1.0))
+    assert kept.n_rounds == 10_000 and kept.frame["unsubscribe"].sum() == f["unsubscribe"].sum()
+    assert any("after" in w and "unsubscri" in w for w in kept.warnings), kept.warnings
+
+
+def test_true_fatigue_multipliers_and_unsubscribe_probabilities_by_recent_pushes():
+    truth = make_truth(CHURN)
+    x, seg = truth.user_features[:200], truth.user_segment[:200]
+    pos, promo = np.zeros(200, dtype=np.int64), slice(0, truth.no_push_action)
+    for weights in ({"click": 1.0}, {"conversion": 1.0, "revenue": 0.01}):
+        got = truth.true_fatigue_multipliers(x, seg, 3, weights)
+        def value(r, weights=weights):  # brute force, one reward at a time
+            return sum(w * truth.expected_rewards(x, seg, np.full(200, float(r)), pos, k)[:, promo].mean()
+                       for k, w in weights.items())
+        for r in range(4):
+            assert got[r] == pytest.approx(value(r) / value(0), rel=1e-12)
+        assert got[0] == 1.0 and got[3] < got[2] < got[1] < 1.0
+    unsub = truth.true_unsubscribe_probabilities(x, 3)
+    for r in range(4):
+        assert unsub[r] == pytest.approx(float(np.mean(1 / (1 + np.exp(4.5 - 0.5 * r - 0.3 * x[:, 0])))), rel=1e-12)
+    per_action = truth.unsubscribe_probabilities(x, np.ones(200))
+    assert np.all(per_action[:, truth.no_push_action] == 0) and np.all(per_action[:, 0] == per_action[:, 1])
+    assert not make_truth(SHOP).has_churn and np.all(make_truth(SHOP).unsubscribe_probability(x, np.ones(200)) == 0)
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    ({"churn_slope": 0.5}, "churn_slope"), ({"keep_sending": 0.5}, "keep_sending"),
+    ({"churn_logit": -4.0, "keep_sending": 1.5}, "keep_sending"), ({"churn_logit": float("nan")}, "churn_logit"),
+])
+def test_churn_option_validation(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        SyntheticConfig(**kwargs)

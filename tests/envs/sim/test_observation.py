@@ -43,10 +43,10 @@ def test_the_fields_tile_the_observation(d: int, c: int) -> None:
         assert s.stop > s.start or (name == "context" and d == 0)
         covered[s] += 1
         stop = s.stop
-    assert stop == layout.width == d + 4 + c and (covered == 1).all()
-    assert layout.history == slice(d, layout.width)
+    assert stop == layout.width == d + 5 + c and (covered == 1).all()
+    assert layout.history == slice(d, layout.day) and layout.day == layout.width - 1
     assert len(layout.names()) == layout.width and layout.names()[layout.cap_hit] == "cap_hit"
-    assert layout.names()[layout.recent_pushes] == "recent_pushes"
+    assert layout.names()[layout.recent_pushes] == "recent_pushes" and layout.names()[layout.day] == "day"
     assert observation_names(d, c) == layout.names()
 
 
@@ -54,7 +54,7 @@ def test_the_columns_are_where_the_docstring_says() -> None:
     """The order is part of the contract: exported SB3 policies take the observation by these names."""
     assert ObservationLayout(5, 3).slices() == {
         "context": slice(0, 5), "recent_pushes": slice(5, 6), "days_since_push": slice(6, 7),
-        "response_rate": slice(7, 8), "category_pushes": slice(8, 11), "cap_hit": slice(11, 12)}
+        "response_rate": slice(7, 8), "category_pushes": slice(8, 11), "cap_hit": slice(11, 12), "day": slice(12, 13)}
 
 
 def test_bad_sizes_are_refused() -> None:
@@ -76,6 +76,7 @@ def test_envs_expose_the_layout_of_their_observation_space() -> None:
     space = single.observation_space
     assert space.high[single.layout.cap_hit] == 1.0 and space.high[single.layout.days_since_push] == 1.0
     assert space.high[single.layout.recent_pushes] == single.config.fatigue_window
+    assert space.low[single.layout.day] == 0.0 and space.high[single.layout.day] == 1.0
 
 
 def test_each_field_reads_its_value_after_real_steps() -> None:
@@ -86,8 +87,9 @@ def test_each_field_reads_its_value_after_real_steps() -> None:
     obs, info = env.reset(seed=0, options={"user": 1})
     np.testing.assert_array_equal(obs[lay.context], [2.0, 3.0])
     assert obs[lay.recent_pushes] == 0 and obs[lay.days_since_push] == 1.0 and obs[lay.response_rate] == 0
-    assert not obs[lay.category_pushes].any() and obs[lay.cap_hit] == 0
+    assert not obs[lay.category_pushes].any() and obs[lay.cap_hit] == 0 and obs[lay.day] == 0
     obs, _, _, _, info = env.step(1)
+    assert obs[lay.day] == pytest.approx(1 / 10)
     assert info["pushed"] and info["click"] == 1
     np.testing.assert_array_equal(obs[lay.context], [2.0, 3.0])  # the context does not change
     assert obs[lay.recent_pushes] == 1
@@ -104,6 +106,11 @@ def test_each_field_reads_its_value_after_real_steps() -> None:
     assert obs[lay.cap_hit] == 0.0 and obs[lay.recent_pushes] == 1  # out of the cap window, not the fatigue window
     obs, *_ = env.step(3)
     assert obs[lay.recent_pushes] == 0 and obs[lay.days_since_push] == pytest.approx(4 / 10)
+    assert obs[lay.day] == pytest.approx(4 / 10)
+    for _ in range(10):
+        obs, *_ = env.step(3)
+    assert obs[lay.day] == 1.0  # capped at 1 past the horizon (no TimeLimit here)
+    assert env.reset(seed=1)[0][lay.day] == 0.0  # a new user starts at day 0
 
 
 def test_single_and_batched_env_read_the_same_fields() -> None:
@@ -132,3 +139,28 @@ def test_single_and_batched_env_read_the_same_fields() -> None:
         for t, (one, many) in enumerate(zip(seen, rows, strict=True)):
             for name, where in lay.slices().items():
                 np.testing.assert_allclose(one[where], many[j, where], err_msg=f"user {user}, day {t}, {name}")
+
+
+@pytest.mark.parametrize("mode", ["SameStep", "NextStep", "Disabled"])
+def test_day_restarts_at_zero_for_a_new_user_in_every_autoreset_mode(mode: str) -> None:
+    """day = steps in the current episode / horizon: an independent counter from the env's dones."""
+    shop = sure_click_shop()
+    env = BatchedPushEnv(4, max_episode_steps=3, autoreset_mode=mode, response=shop.response, contexts=shop.contexts,
+                         categories=shop.categories, config={"horizon": 5, **NO_CHURN})
+    lay = env.layout
+    obs, _ = env.reset(seed=0)
+    elapsed = np.zeros(4)
+    np.testing.assert_array_equal(obs[:, lay.day], elapsed)
+    pending = np.zeros(4, dtype=bool)  # next-step: the step after a done resets
+    for t in range(8):
+        if mode == "Disabled" and t % 3 == 0 and t:
+            obs, _ = env.reset(options={"reset_mask": np.ones(4, dtype=bool)})
+            elapsed[:] = 0
+            np.testing.assert_array_equal(obs[:, lay.day], 0.0)
+        obs, _, term, trunc, _ = env.step(np.array([0, 3, 1, 3]))
+        done = term | trunc
+        elapsed = np.where(pending, 0, elapsed + 1)
+        if mode == "SameStep":
+            elapsed[done] = 0
+        pending = done if mode == "NextStep" else np.zeros(4, dtype=bool)
+        np.testing.assert_allclose(obs[:, lay.day], elapsed / 5, err_msg=f"step {t}")

@@ -42,7 +42,7 @@ def test_spaces_and_observation_layout() -> None:
     shop = default_shop()
     d, n_cat = shop.contexts.shape[1], shop.n_categories
     assert env.action_space.n == shop.n_actions + 1
-    assert env.observation_space.shape == (d + 4 + n_cat,)
+    assert env.observation_space.shape == (d + 5 + n_cat,)
     assert env.observation_names == observation_names(d, n_cat)
     lay = env.layout
     obs, info = env.reset(seed=3, options={"user": 7})

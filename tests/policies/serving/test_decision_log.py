@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -80,16 +82,73 @@ def test_torn_last_line_is_skipped_and_counted(tmp_path: Path) -> None:
     assert len(frame) == 6 and frame.attrs["torn_lines"] == 1
 
 
-def test_corrupt_complete_line_is_an_error(tmp_path: Path) -> None:
-    with DecisionLog(tmp_path / "log") as log:
+def _raw_record(request_id: str, context: str = '{"x1":0.5,"x2":1.0,"seg":"A"}', stamp: str = "2024-01-01T00:00:00Z"
+                ) -> bytes:
+    """One record line as the writer before the UTF-8 rule wrote it (ASCII, `\\udXXX` escapes kept)."""
+    return (f'{{"request_id":"{request_id}","timestamp":"{stamp}","policy_version":"v","context":{context},'
+            f'"actions":["Mens E-Mail"],"propensities":[0.5]}}\n').encode("ascii")
+
+
+def test_bad_records_are_skipped_with_file_and_line(tmp_path: Path) -> None:
+    folder = tmp_path / "log"
+    with DecisionLog(folder) as log:
         rt = make_runtime(tmp_path, log)
         rt.decide(requests(2))
         log.flush()
         with open(log.current_file, "ab") as fh:
-            fh.write(b"not json\n")
+            fh.write(b"not json\n")  # line 3
+            fh.write(b'{"request_id": "bad-\xff\xfe", "context": {}}\n')  # line 4: not UTF-8
+            fh.write(b'{"request_id": "c-missing", "timestamp": "2024-01-01T00:00:00Z"}\n')  # line 5: fields missing
+            fh.write(_raw_record("old-\\ud800", '{"x1":0.5,"x2":1.0,"seg":"A\\udc80"}'))  # line 6: old writer
+            fh.write(_raw_record("c-late", stamp="yesterday"))  # line 7: timestamp does not parse
+            fh.write(b"[1, 2]\n")  # line 8: JSON, not a record
+            fh.write(b"[" * 100_000 + b"\n")  # line 9: too deep for the parser
+            fh.write(_raw_record("c-nan").replace(b"[0.5]", b"[NaN]"))  # line 10: not a probability
         rt.decide(requests(2, start=2))
-    with pytest.raises(ValueError, match=r"decisions-000001\.jsonl line 3 is not a decision record"):
-        read_decision_log(tmp_path / "log")
+    with pytest.warns(UserWarning, match=r"skipped 7 line\(s\)") as caught:
+        frame = read_decision_log(folder)
+    message = str(caught[0].message)
+    for no in (3, 4, 5, 7, 8, 9, 10):
+        assert f"decisions-000001.jsonl:{no}:" in message
+    assert "decisions-000001.jsonl:6" not in message and "not UTF-8" in message and "missing field" in message
+    assert frame.attrs["skipped_records"] == 7 and frame.attrs["torn_lines"] == 0
+    assert frame.attrs["skipped"][0].startswith("decisions-000001.jsonl:3: invalid JSON")
+    assert list(frame["request_id"]) == ["c-0", "c-1", "old-\\ud800", "c-2", "c-3"]  # surrogate kept as text
+    assert frame["context"].iloc[2]["seg"] == "A\\udc80"
+    events = pd.DataFrame({"request_id": ["c-1", "old-\\ud800"], "action": ["Mens E-Mail"] * 2, "click": [1, 1]})
+    data = join_rewards(frame, events.drop(columns="action"), manifest=rt.manifest)  # no UnicodeEncodeError
+    assert data.n_rounds == 5 and data.reward("click")[2] == 1.0
+    assert join_rewards(frame, events.drop(columns="action")).n_rounds == 5  # inferred schema too
+
+
+def test_lines_are_always_valid_utf8(tmp_path: Path) -> None:
+    folder = tmp_path / "log"
+    rec = {"request_id": "r-\ud800", "timestamp": "2024-01-01T00:00:00Z", "policy_version": "v",
+           "context": {"seg": "caf\u00e9 \U0001f600", "k\udfff": "x\ud83d"}, "actions": ["a"], "propensities": [1.0]}
+    with DecisionLog(folder) as log:
+        log.append([rec, {**rec, "request_id": "plain", "context": {"seg": "A"}}]).wait()
+        log.record_catalogue("v", [{"id": "a\udc00", "features": {}}])
+        for unsafe in ("v\ud800", "../v", ".hidden", "a/b", ""):
+            with pytest.raises(ValueError, match="not a safe file name"):
+                log.record_catalogue(unsafe, [])
+    raw = log_files(folder)[0].read_bytes()
+    lines = raw.decode("utf-8").splitlines()  # strict UTF-8: raises if a surrogate got through
+    assert json.loads(lines[0])["request_id"] == "r-\\ud800" and "\\ud8" not in lines[1]
+    assert json.loads((folder / "catalogues" / "v.json").read_text(encoding="utf-8"))[0]["id"] == "a\\udc00"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        frame = read_decision_log(folder)
+    assert frame["context"].iloc[0] == {"seg": "caf\u00e9 \U0001f600", "k\\udfff": "x\\ud83d"}
+    assert frame.attrs["skipped_records"] == 0
+
+
+def test_join_rewards_survives_surrogates_in_a_hand_made_frame(tmp_path: Path) -> None:
+    with DecisionLog(tmp_path / "log") as log:
+        make_runtime(tmp_path, log).decide(requests(3))
+    decisions = read_decision_log(tmp_path / "log")
+    decisions["context"] = [{**c, "seg": "B\ud800"} for c in decisions["context"]]
+    data = join_rewards(decisions, pd.DataFrame({"request_id": ["c-0"], "click": [1]}))
+    assert data.n_rounds == 3 and set(data.frame["seg"]) == {"B\\ud800"}
 
 
 def test_killed_writer_leaves_a_readable_log(tmp_path: Path) -> None:
@@ -113,8 +172,6 @@ def test_killed_writer_leaves_a_readable_log(tmp_path: Path) -> None:
     with DecisionLog(tmp_path / "log") as log:  # restart, keep logging
         log.append([{"request_id": "after", "timestamp": "2024-01-01T00:00:01Z", "policy_version": "v",
                      "context": {"x": 0}, "actions": ["a"], "propensities": [0.5]}])
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         frame = read_decision_log(tmp_path / "log")

@@ -21,6 +21,8 @@ ACTIONS = ("No E-Mail", "Mens E-Mail", "Womens E-Mail")
 ENCODER = ContextEncoder(("recency", "history"), (6.0, 240.0), (3.5, 250.0), ("channel",),
                          {"channel": ("Multichannel", "Phone", "Web")})
 CONTEXT = {"recency": 6, "history": 329.08, "channel": "Web"}
+TOKEN = "t0ken-for-the-tests-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def write(folder: Path, seed: int, slate_size: int = 1) -> Path:
@@ -132,8 +134,14 @@ def test_oversized_body_is_refused_before_reading(client: TestClient) -> None:
 def test_other_routes_answer_json_errors(client: TestClient) -> None:
     assert client.get("/v1/decide").status_code == 405
     assert client.get("/nope").json()["detail"] == "Not Found"
-    assert client.post("/v1/admin/reload", json={"path": "/does/not/exist"}).status_code == 422
-    assert client.post("/v1/admin/reload", json={"file": "x"}).json()["field"] == "path"
+    assert client.post("/v1/admin/reload", json={"path": "/does/not/exist"}).status_code == 404  # no token: no admin
+
+
+def test_admin_errors_name_the_field(artifact: Path) -> None:
+    with TestClient(create_app(artifact, seed=0, admin_token=TOKEN), raise_server_exceptions=False) as c:
+        missing = c.post("/v1/admin/reload", json={"path": "nope"}, headers=AUTH)
+        assert missing.status_code == 422 and missing.json()["field"] == "path"
+        assert c.post("/v1/admin/reload", json={"file": "x"}, headers=AUTH).json()["field"] == "path"
 
 
 def test_hot_swap_under_concurrent_requests(artifact: Path, tmp_path: Path) -> None:
@@ -163,7 +171,8 @@ def test_hot_swap_under_concurrent_requests(artifact: Path, tmp_path: Path) -> N
         while len(answered) < target and time.monotonic() < deadline and not failures:
             time.sleep(0.005)
 
-    with serve_in_thread(create_app(artifact, seed=0)) as url, httpx.Client(base_url=url, timeout=30) as admin:
+    app = create_app(artifact, seed=0, admin_token=TOKEN, artifact_root=tmp_path)
+    with serve_in_thread(app) as url, httpx.Client(base_url=url, timeout=30, headers=AUTH) as admin:
         first = admin.get("/healthz").json()["policy_version"]
         threads = [threading.Thread(target=hammer, args=(url, w)) for w in range(4)]
         for t in threads:

@@ -230,3 +230,32 @@ def test_unmasked_fast_path_equals_the_masked_path(output: str, kind: str) -> No
     fast = explore_probabilities(s, None, output, kind, 0.2, 0.7)
     np.testing.assert_allclose(fast, explore_probabilities(s, np.ones(s.shape, bool), output, kind, 0.2, 0.7))
     np.testing.assert_allclose(fast.sum(axis=1), 1.0)
+
+
+@pytest.mark.parametrize("softmax_out", [False, True])
+def test_one_request_fast_path_draws_what_sample_rows_draws(tmp_path: Path, softmax_out: bool) -> None:
+    from pushrl.policies.policy import sample_rows
+
+    explore = Exploration("none") if softmax_out else Exploration("softmax", temperature=0.7)
+    rt = make_runtime(tmp_path, explore, seed=3, softmax_out=softmax_out)
+    rng = np.random.default_rng(3)
+    rows = np.random.default_rng(0).normal(size=(300, 4))
+    if softmax_out:  # the model outputs probabilities: some rows put no mass on the last actions
+        rows = np.where(rows > 0.5, rows, 0.0)
+        rows[::7] = 0.0  # no mass at all: sample_rows takes the last action
+    for i, s in enumerate(rows):
+        d = rt.decide([req(s, rid=f"r{i}")])[0]
+        p = rt.action_probabilities(np.asarray([s], np.float64))
+        a = int(sample_rows(p, rng)[0])
+        assert d.actions == [ACTIONS[a]] and d.propensities == [pytest.approx(float(p[0, a]))]
+
+
+def test_the_model_call_uses_a_replacement_engine(tmp_path: Path) -> None:
+    rt = make_runtime(tmp_path)
+
+    class Engine:  # any object with onnxruntime's `run` (a benchmark swaps in torch eager this way)
+        def run(self, outputs, feeds):
+            return [np.tile(np.array([[0.0, 9.0, 0.0, 0.0]], np.float32), (len(next(iter(feeds.values()))), 1))]
+
+    rt._session = Engine()
+    assert rt.decide([req([5, 0, 0, 0])])[0].actions == ["Mens E-Mail"]

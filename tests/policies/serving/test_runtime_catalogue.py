@@ -35,6 +35,7 @@ from pushrl.policies.serving.decision_log import (
 )
 from pushrl.policies.serving.http import create_app
 from pushrl.policies.serving.runtime import PolicyRuntime, RequestError
+from tests.policies.serving.test_http import AUTH, TOKEN
 
 RNG = np.random.default_rng(0)
 CONTEXTS = pd.DataFrame({"age": RNG.normal(40, 10, 400), "city": RNG.choice(["north", "south"], 400)})
@@ -256,7 +257,7 @@ def test_edited_catalogue_in_the_manifest_is_refused(linucb_artifact, tmp_path: 
 
 def test_http_catalogue_update(linucb_artifact, tmp_path: Path) -> None:
     path, _ = linucb_artifact
-    with TestClient(create_app(path, seed=0), raise_server_exceptions=False) as http:
+    with TestClient(create_app(path, seed=0, admin_token=TOKEN), raise_server_exceptions=False, headers=AUTH) as http:
         before = http.get("/v1/policy").json()
         resp = http.post("/v1/admin/catalogue", json={"catalogue": NEW})
         assert resp.status_code == 200, resp.text
@@ -276,14 +277,16 @@ def test_http_catalogue_update(linucb_artifact, tmp_path: Path) -> None:
 def test_catalogue_file_keeps_the_served_catalogue_across_restarts_and_reloads(linucb_artifact, tmp_path: Path) -> None:
     path, _ = linucb_artifact
     kept = tmp_path / "catalogue.json"
-    with TestClient(create_app(path, seed=0, catalogue_file=kept), raise_server_exceptions=False) as http:
+    with TestClient(create_app(path, seed=0, catalogue_file=kept, admin_token=TOKEN), raise_server_exceptions=False,
+                    headers=AUTH) as http:
         assert http.get("/v1/policy").json()["action_ids"] == IDS and not kept.exists()  # nothing kept yet
         assert http.post("/v1/admin/catalogue", json={"catalogue": NEW}).status_code == 200
         assert json.loads(kept.read_text()) == NEW
         reloaded = http.post("/v1/admin/reload", json={"path": str(path)})
         assert reloaded.status_code == 200, reloaded.text
         assert http.get("/v1/policy").json()["action_ids"] == ["p1", "n7", "n8"]  # a new model, the kept catalogue
-    with TestClient(create_app(path, seed=0, catalogue_file=kept), raise_server_exceptions=False) as http:
+    with TestClient(create_app(path, seed=0, catalogue_file=kept, admin_token=TOKEN), raise_server_exceptions=False,
+                    headers=AUTH) as http:
         policy = http.get("/v1/policy").json()  # a restart serves the kept catalogue
         assert policy["action_ids"] == ["p1", "n7", "n8"] and policy["serving_catalogue"] == NEW
     kept.write_text(json.dumps([NEW[0], NEW[0]]))
