@@ -47,7 +47,8 @@ def _run(exe: str, url: str, report: Path, *extra: str) -> tuple[int, str, dict]
     cmd = [exe, "run", f"{url}/openapi.json", "--checks", CHECKS, "--max-examples", "60", "--seed", "1",
            "--phases", "examples,coverage,fuzzing", "--workers", "1", "--request-timeout", "10",
            "--report", "ndjson", "--report-ndjson-path", str(report), "--no-color", *extra]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=150, check=False)
+    # run in the report's folder: schemathesis keeps its .schemathesis/ cache in the working directory
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=150, check=False, cwd=report.parent)
     statuses: dict[int, int] = {}
     for line in report.read_text(encoding="utf-8").splitlines() if report.exists() else []:
         for code in _status_codes(json.loads(line)):
