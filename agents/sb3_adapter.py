@@ -17,50 +17,72 @@ from gymnasium.vector import AutoresetMode
 from pushrl.envs.sim.batched_env import BatchedPushEnv
 
 
-def to_sb3_vec_env(env: BatchedPushEnv) -> Any:
-    """An SB3 VecEnv stepping `env` (its num_envs users are SB3's num_envs environments)."""
+def check_sb3_env(env: BatchedPushEnv) -> None:
+    """TypeError/ValueError unless `env` is a BatchedPushEnv with SAME_STEP autoreset (SB3's convention)."""
     if not isinstance(env, BatchedPushEnv):
         raise TypeError(f"env must be a BatchedPushEnv, got {type(env).__name__}")
     if env.autoreset_mode is not AutoresetMode.SAME_STEP:
         raise ValueError(f"SB3 needs autoreset_mode=SAME_STEP, the env has {env.autoreset_mode}; "
                          "build it with BatchedPushEnv(..., autoreset_mode='SameStep')")
-    return _adapter_class()(env)
+
+
+def to_sb3_vec_env(env: BatchedPushEnv) -> Any:
+    """An SB3 VecEnv stepping `env` (its num_envs users are SB3's num_envs environments)."""
+    check_sb3_env(env)
+    return batched_vec_env_class()(env)
 
 
 @lru_cache(maxsize=1)
-def _adapter_class() -> type:
+def batched_vec_env_class() -> type:
+    """The VecEnv over a BatchedPushEnv (SB3 imported here, on first use). Subclasses change what the agent
+    sees and does through the hooks `_observe`, `_terminal`, `_env_actions` and `_reward`."""
     from stable_baselines3.common.vec_env import VecEnv
 
     class SB3BatchedPushEnv(VecEnv):
         """BatchedPushEnv behind SB3's VecEnv interface (one instance = all users)."""
 
-        def __init__(self, env: BatchedPushEnv) -> None:
+        def __init__(self, env: BatchedPushEnv, observation_space: Any = None, action_space: Any = None) -> None:
             self.env = env
             self._actions: np.ndarray | None = None
-            super().__init__(env.num_envs, env.single_observation_space, env.single_action_space)
+            super().__init__(env.num_envs, observation_space or env.single_observation_space,
+                             action_space or env.single_action_space)
+
+        def _observe(self, obs: np.ndarray) -> np.ndarray:
+            return obs
+
+        def _terminal(self, final_obs: np.ndarray) -> np.ndarray:
+            return final_obs
+
+        def _env_actions(self, actions: np.ndarray) -> np.ndarray:
+            return np.asarray(actions)
+
+        def _reward(self, reward: np.ndarray) -> np.ndarray:
+            return reward
 
         def reset(self) -> np.ndarray:
-            seed = self._seeds[0]
-            obs, info = self.env.reset(seed=seed)
+            obs, info = self.env.reset(seed=self._seeds[0])
             self.reset_infos = [{"user": int(u)} for u in info["user"]]
             self._reset_seeds()
             self._reset_options()
-            return obs
+            return self._observe(obs)
 
         def step_async(self, actions: np.ndarray) -> None:
-            self._actions = np.asarray(actions)
+            self._actions = self._env_actions(actions)
 
         def step_wait(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
             if self._actions is None:
                 raise ValueError("step_wait() called without step_async(actions)")
             obs, reward, terminated, truncated, info = self.env.step(self._actions)
             self._actions = None
+            reward = self._reward(reward)
             done = terminated | truncated
             infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
-            for i in np.flatnonzero(done):
-                infos[i]["terminal_observation"] = info["final_obs"][i]
-                infos[i]["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
-            return obs, reward.astype(np.float32), done, infos
+            if done.any():
+                final = self._terminal(info["final_obs"][done])
+                for j, i in enumerate(np.flatnonzero(done)):
+                    infos[i]["terminal_observation"] = final[j]
+                    infos[i]["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
+            return self._observe(obs), reward.astype(np.float32), done, infos
 
         def close(self) -> None:
             self.env.close()

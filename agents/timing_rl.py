@@ -43,10 +43,10 @@ from typing import Any
 import numpy as np
 import torch
 from gymnasium import spaces
-from gymnasium.vector import AutoresetMode
 from stable_baselines3 import DQN
 from stable_baselines3.common.base_class import BaseAlgorithm
 
+from pushrl.agents.sb3_adapter import batched_vec_env_class, check_sb3_env
 from pushrl.agents.sb3_agents import EnvFactory, SB3AgentConfig, TrainedSB3, train_sb3
 from pushrl.envs.sim.batched_env import BatchedPushEnv
 from pushrl.envs.sim.log_observations import expected_step_reward
@@ -139,74 +139,37 @@ def to_timing_vec_env(env: BatchedPushEnv, unit: float, expected_reward: bool = 
     outcome; unsubscribes still end episodes as drawn. E[return] is unchanged, the variance is not: an OBD
     click pays 1 / 0.004 = 250 units with probability 0.004, a push's value differs between r by ~0.2 units.
     """
-    if not isinstance(env, BatchedPushEnv):
-        raise TypeError(f"env must be a BatchedPushEnv, got {type(env).__name__}")
-    if env.autoreset_mode is not AutoresetMode.SAME_STEP:
-        raise ValueError(f"SB3 needs autoreset_mode=SAME_STEP, the env has {env.autoreset_mode}")
+    check_sb3_env(env)
     return _vec_env_class()(env, TimingFeatures(env.dynamics, unit), bool(expected_reward))
 
 
 @lru_cache(maxsize=1)
 def _vec_env_class() -> type:
-    from stable_baselines3.common.vec_env import VecEnv
-
-    class TimingVecEnv(VecEnv):
+    class TimingVecEnv(batched_vec_env_class()):
         """BatchedPushEnv behind SB3's VecEnv with the timing agent's observation and actions."""
 
         def __init__(self, env: BatchedPushEnv, features: TimingFeatures, expected_reward: bool) -> None:
-            self.env, self.features, self.expected_reward = env, features, expected_reward
-            self._actions: np.ndarray | None = None
+            self.features, self.expected_reward = features, expected_reward
             self._decisions = np.zeros(env.num_envs, dtype=np.int64)
             self._best = np.zeros(env.num_envs, dtype=np.int64)
             self._expected = np.zeros((env.num_envs, 2))
-            super().__init__(env.num_envs, observation_space(), spaces.Discrete(2))
+            super().__init__(env, observation_space(), spaces.Discrete(2))
 
         def _observe(self, obs: np.ndarray) -> np.ndarray:
             feats, self._best, self._expected = self.features.evaluate(obs)
             return feats
 
-        def reset(self) -> np.ndarray:
-            obs, info = self.env.reset(seed=self._seeds[0])
-            self.reset_infos = [{"user": int(u)} for u in info["user"]]
-            self._reset_seeds()
-            self._reset_options()
-            return self._observe(obs)
+        def _terminal(self, final_obs: np.ndarray) -> np.ndarray:
+            return self.features(final_obs)[0]
 
-        def step_async(self, actions: np.ndarray) -> None:
-            self._actions = self.features.env_actions(actions, self._best)
+        def _env_actions(self, actions: np.ndarray) -> np.ndarray:
             self._decisions = np.asarray(actions).reshape(-1).astype(np.int64)
+            return self.features.env_actions(actions, self._best)
 
-        def step_wait(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
-            if self._actions is None:
-                raise ValueError("step_wait() called without step_async(actions)")
-            obs, reward, terminated, truncated, info = self.env.step(self._actions)
-            self._actions = None
+        def _reward(self, reward: np.ndarray) -> np.ndarray:
             if self.expected_reward:  # E[reward | state, action]: same value, without the outcome draw's noise
                 reward = self._expected[np.arange(self.num_envs), self._decisions] * self.features.unit
-            done = terminated | truncated
-            infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
-            if done.any():
-                final, _ = self.features(info["final_obs"][done])
-                for j, i in enumerate(np.flatnonzero(done)):
-                    infos[i]["terminal_observation"] = final[j]
-                    infos[i]["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
-            return self._observe(obs), (reward / self.features.unit).astype(np.float32), done, infos
-
-        def close(self) -> None:
-            self.env.close()
-
-        def get_attr(self, attr_name: str, indices: Any = None) -> list[Any]:
-            return [getattr(self.env, attr_name) for _ in self._get_indices(indices)]
-
-        def set_attr(self, attr_name: str, value: Any, indices: Any = None) -> None:
-            setattr(self.env, attr_name, value)
-
-        def env_method(self, method_name: str, *method_args: Any, indices: Any = None, **method_kwargs: Any) -> list[Any]:
-            result = getattr(self.env, method_name)(*method_args, **method_kwargs)
-            return [result for _ in self._get_indices(indices)]
-
-        def env_is_wrapped(self, wrapper_class: type, indices: Any = None) -> list[bool]:
-            return [False for _ in self._get_indices(indices)]
+            return reward / self.features.unit
 
     return TimingVecEnv
 
